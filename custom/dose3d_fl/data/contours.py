@@ -11,8 +11,6 @@ import numpy as np
 from skimage.draw import polygon2mask
 from skimage.measure import find_contours
 
-_OUTSIDE = 1.0e6
-
 
 def polygons_from_field(field: np.ndarray, min_points: int = 3) -> list[np.ndarray]:
     """Closed polygons along the zero level of a 2D field (negative inside).
@@ -29,7 +27,12 @@ def polygons_from_field(field: np.ndarray, min_points: int = 3) -> list[np.ndarr
     Returns:
         List of ``(N, 2)`` float arrays of ``(row, column)`` vertices, first vertex not repeated.
     """
-    padded = np.pad(np.asarray(field, dtype=np.float64), 1, constant_values=_OUTSIDE)
+    padded = np.pad(np.asarray(field, dtype=np.float64), 1, mode="edge")
+    # Mirror the border outward: a structure touching the edge is closed half a voxel beyond the border
+    # voxel centres (on the image boundary), so rounding in the DICOM file cannot move it inside them.
+    border = np.ones(padded.shape, dtype=bool)
+    border[1:-1, 1:-1] = False
+    padded[border] = np.abs(padded[border]) + 1e-6
     rows, cols = field.shape
     polygons = []
     for contour in find_contours(-padded, level=0.0):

@@ -64,8 +64,37 @@ def load_ct_series(series: SeriesFiles, min_slices: int = 3) -> CTVolume:
     Raises:
         CaseRejectedError: with the reason, naming the series or the file.
     """
+    geometry, order = check_ct_geometry(series, min_slices)
+    files = [series.files[i] for i in order]
+    hu, integer_hu = _read_pixels(f"series {series.series_instance_uid}", files, geometry)
+    return CTVolume(
+        hu=hu,
+        geometry=geometry,
+        sop_instance_uids=[str(series.headers[i].SOPInstanceUID) for i in order],
+        files=files,
+        frame_of_reference_uid=str(series.headers[0].get("FrameOfReferenceUID", "")),
+        integer_hu=integer_hu,
+    )
+
+
+def check_ct_geometry(series: SeriesFiles, min_slices: int = 3) -> tuple[VolumeGeometry, list[int]]:
+    """Validate a CT series from its headers alone (no pixel data is read).
+
+    Args:
+        series: the files and headers of one SeriesInstanceUID.
+        min_slices: fewest slices accepted as a 3D volume.
+
+    Returns:
+        The grid, and the index of the file at each slice position (ascending along the normal).
+
+    Raises:
+        CaseRejectedError: with the reason, naming the series or the file.
+    """
     name = f"series {series.series_instance_uid}"
     headers = series.headers
+    if series.broken:
+        path, reason = series.broken[0]
+        raise CaseRejectedError(f"{name}: file {path.name}: {reason}")
     if series.modality != "CT":
         raise CaseRejectedError(f"{name}: modality {series.modality}, not CT")
     sop_classes = {str(h.get("SOPClassUID", "")) for h in headers}
@@ -74,9 +103,10 @@ def load_ct_series(series: SeriesFiles, min_slices: int = 3) -> CTVolume:
             f"{name}: Enhanced (multi-frame) CT is not supported; export as classic CT Image Storage"
         )
     if len(headers) < min_slices:
+        kinds = {str(v) for h in headers for v in h.get("ImageType", [])}
+        kind = " (LOCALIZER: a scout image)" if "LOCALIZER" in kinds else ""
         raise CaseRejectedError(
-            f"{name}: {len(headers)} slice(s); a 3D volume needs at least {min_slices} "
-            "(single-slice images, scouts or a partial export?)"
+            f"{name}: {len(headers)} slice(s){kind}, not a 3D volume (at least {min_slices} needed)"
         )
     for path, header in zip(series.files, headers, strict=True):
         for keyword in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "Rows", "Columns"):
@@ -103,7 +133,8 @@ def load_ct_series(series: SeriesFiles, min_slices: int = 3) -> CTVolume:
         or abs(row_dir @ col_dir) > _ORIENTATION_TOLERANCE
     ):
         raise CaseRejectedError(
-            f"{name}: ImageOrientationPatient {list(orientation)} is not two orthogonal unit vectors"
+            f"{name}: ImageOrientationPatient [{', '.join(f'{v:g}' for v in orientation)}] is not two "
+            "orthogonal unit vectors"
         )
     row_dir, col_dir = row_dir / np.linalg.norm(row_dir), col_dir / np.linalg.norm(col_dir)
     normal = np.cross(row_dir, col_dir)
@@ -134,15 +165,7 @@ def load_ct_series(series: SeriesFiles, min_slices: int = 3) -> CTVolume:
         spacing=(pixel_spacing[1], pixel_spacing[0], spacing),
         origin=tuple(positions[0]),
     )
-    hu, integer_hu = _read_pixels(name, files, geometry)
-    return CTVolume(
-        hu=hu,
-        geometry=geometry,
-        sop_instance_uids=[str(headers[i].SOPInstanceUID) for i in order],
-        files=files,
-        frame_of_reference_uid=str(headers[0].get("FrameOfReferenceUID", "")),
-        integer_hu=integer_hu,
-    )
+    return geometry, [int(i) for i in order]
 
 
 def _require_consistent(name: str, series: SeriesFiles, label: str, value_of) -> None:
@@ -208,7 +231,8 @@ def _read_pixels(name: str, files: list[Path], geometry: VolumeGeometry) -> tupl
         try:
             pixels = ds.pixel_array
         except Exception as err:
-            if syntax is not None and syntax.is_compressed:
+            # An unknown or private transfer syntax is treated as an encoding we cannot decode.
+            if syntax is not None and (not syntax.is_transfer_syntax or syntax.is_compressed):
                 raise CaseRejectedError(
                     f"{name}: file {path.name}: cannot decode {syntax.name} ({syntax}): {one_line(err)}; "
                     "export uncompressed or install a decoder for it"

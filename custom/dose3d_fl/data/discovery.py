@@ -10,6 +10,7 @@ from pathlib import Path
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.uid import UID
 from tqdm import tqdm
 
 from dose3d_fl.data.rtstruct import RT_STRUCTURE_SET_STORAGE
@@ -19,16 +20,22 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class SeriesFiles:
-    """The files of one image series (one SeriesInstanceUID), with their headers (no pixel data)."""
+    """The files of one image series (one SeriesInstanceUID), with their headers (no pixel data).
+
+    ``broken`` lists files that name this series but hold no image (e.g. truncated inside the header):
+    the series is incomplete and must not be used.
+    """
 
     series_instance_uid: str
     modality: str
     files: list[Path] = field(default_factory=list)
     headers: list[Dataset] = field(default_factory=list)
+    broken: list[tuple[Path, str]] = field(default_factory=list)
 
     def folders(self, root: Path) -> str:
         """The folders holding the series, relative to ``root``, for messages."""
-        names = sorted({_relative(path.parent, root) for path in self.files})
+        paths = [*self.files, *(path for path, _ in self.broken)]
+        names = sorted({_relative(path.parent, root) for path in paths})
         return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
@@ -70,14 +77,16 @@ def discover_dicom(root: Path, show_progress: bool = False) -> DicomInventory:
 
     Args:
         root: the site's export folder.
-        show_progress: draw a progress bar on stderr.
+        show_progress: draw a progress bar on stderr when it is a terminal.
 
     Returns:
         The inventory of what was found.
     """
     inventory = DicomInventory()
     paths = sorted(p for p in root.rglob("*") if p.is_file())
-    for path in tqdm(paths, desc="reading DICOM headers", unit="file", disable=not show_progress):
+    for path in tqdm(
+        paths, desc="reading DICOM headers", unit="file", disable=None if show_progress else True
+    ):
         try:
             ds = _read_header(path)
         except InvalidDicomError:
@@ -89,18 +98,23 @@ def discover_dicom(root: Path, show_progress: bool = False) -> DicomInventory:
         sop_class = str(ds.get("SOPClassUID", ""))
         if sop_class == RT_STRUCTURE_SET_STORAGE or ds.get("Modality") == "RTSTRUCT":
             inventory.structure_sets.append((path, ds))
-        elif "PixelData" in ds or "Rows" in ds:
-            series_uid = str(ds.get("SeriesInstanceUID", ""))
-            if not series_uid:
-                inventory.unreadable.append((path, "image without SeriesInstanceUID"))
-                continue
-            series = inventory.image_series.setdefault(
-                series_uid, SeriesFiles(series_uid, str(ds.get("Modality", "unknown")))
-            )
+            continue
+        is_image = "PixelData" in ds or "Rows" in ds
+        if not is_image and not _is_image_storage(sop_class):
+            inventory.other_objects += 1
+            continue
+        series_uid = str(ds.get("SeriesInstanceUID", ""))
+        if not series_uid:
+            inventory.unreadable.append((path, "image without SeriesInstanceUID"))
+            continue
+        series = inventory.image_series.setdefault(
+            series_uid, SeriesFiles(series_uid, str(ds.get("Modality", "unknown")))
+        )
+        if is_image:
             series.files.append(path)
             series.headers.append(ds)
         else:
-            inventory.other_objects += 1
+            series.broken.append((path, "image object without pixel data (truncated or header-only file)"))
     logger.info(
         "%s: %d image series, %d structure sets, %d non-DICOM files, %d unreadable",
         root,
@@ -110,6 +124,12 @@ def discover_dicom(root: Path, show_progress: bool = False) -> DicomInventory:
         len(inventory.unreadable),
     )
     return inventory
+
+
+def _is_image_storage(sop_class_uid: str) -> bool:
+    """Whether a SOP class stores images (CT, MR, PET, ...), by its registered name."""
+    name = UID(sop_class_uid).name if sop_class_uid else ""
+    return "Image Storage" in name
 
 
 def _read_header(path: Path) -> Dataset:

@@ -18,7 +18,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 from tqdm import tqdm
 
-from dose3d_fl.data.ct_series import CaseRejectedError, CTVolume, load_ct_series
+from dose3d_fl.data.ct_series import CaseRejectedError, CTVolume, check_ct_geometry, load_ct_series
 from dose3d_fl.data.discovery import DicomInventory, SeriesFiles, discover_dicom, one_line
 from dose3d_fl.data.manifest import CaseEntry, Manifest, Rejection
 from dose3d_fl.data.rtstruct import StructureSet, rasterise_contours, read_structure_set
@@ -70,7 +70,7 @@ def ingest_site(
         input_dir: the site's DICOM export, any folder layout and file names.
         cache_dir: where NIfTI files and ``manifest.json`` go (created if needed).
         config: ingestion options.
-        show_progress: draw progress bars on stderr.
+        show_progress: draw progress bars on stderr when it is a terminal.
 
     Returns:
         The report; its manifest has also been written to ``cache_dir``.
@@ -93,7 +93,9 @@ def ingest_site(
     report = IngestReport(manifest)
     (cache_dir / "images").mkdir(parents=True, exist_ok=True)
     (cache_dir / "labels").mkdir(parents=True, exist_ok=True)
-    for candidate in tqdm(candidates, desc="converting cases", unit="case", disable=not show_progress):
+    for candidate in tqdm(
+        candidates, desc="converting cases", unit="case", disable=None if show_progress else True
+    ):
         case_id = _case_id(candidate)
         fingerprint = _fingerprint(candidate, config)
         old = previous.get(case_id)
@@ -105,7 +107,7 @@ def ingest_site(
             entry = _convert_case(candidate, case_id, fingerprint, input_dir, cache_dir, config)
         except CaseRejectedError as err:
             manifest.rejected.append(Rejection(_rel(candidate.structure_set_path, input_dir), str(err)))
-            logger.warning("rejected %s: %s", _rel(candidate.structure_set_path, input_dir), err)
+            logger.info("rejected %s: %s", _rel(candidate.structure_set_path, input_dir), err)
             continue
         manifest.cases.append(entry)
         report.converted.append(case_id)
@@ -155,11 +157,7 @@ def _pair_structure_sets(
     for series_uid, series in sorted(inventory.image_series.items()):
         structure_sets = by_series.get(series_uid)
         if not structure_sets:
-            reason = (
-                f"series {series_uid}: modality {series.modality}, not CT"
-                if series.modality != "CT"
-                else f"CT series {series_uid} ({len(series.files)} files): no RTSTRUCT references it"
-            )
+            reason = _unlabelled_series_reason(series, config)
             rejected.append(Rejection(series.folders(input_dir), reason))
             continue
         usable = []
@@ -189,6 +187,17 @@ def _pair_structure_sets(
                 )
         candidates.append(_Candidate(newest[0], newest[2], series))
     return candidates
+
+
+def _unlabelled_series_reason(series: SeriesFiles, config: IngestConfig) -> str:
+    uid = series.series_instance_uid
+    if series.modality != "CT":
+        return f"series {uid}: modality {series.modality}, not CT"
+    try:
+        check_ct_geometry(series, config.min_slices)
+    except CaseRejectedError as err:
+        return f"{err}; no RTSTRUCT references it"
+    return f"CT series {uid} ({len(series.files)} files): no RTSTRUCT references it"
 
 
 def _structure_set_problem(

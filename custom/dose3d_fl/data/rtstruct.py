@@ -12,14 +12,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
+from pydicom.tag import Tag
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
 from dose3d_fl.data.contours import mask_from_polygons
 from dose3d_fl.data.geometry import VolumeGeometry
 
 RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
+CONTOUR_DATA = Tag(0x3006, 0x0050)
+_DEFAULT_CHARSET = "iso8859"
 
 # Patient and study modules are copied from the CT so the structure set files with its images.
 _COPIED_FROM_CT = (
@@ -172,7 +176,8 @@ def build_rtstruct(
                 )
                 contour.ContourGeometricType = "CLOSED_PLANAR"
                 contour.NumberOfContourPoints = len(points)
-                contour.ContourData = [f"{v:.3f}" for v in points.ravel()]
+                contour[CONTOUR_DATA] = _encode_contour_data(points)
+                contour.set_original_encoding(False, True, _DEFAULT_CHARSET)
                 contour_item.ContourSequence.append(contour)
         ds.ROIContourSequence.append(contour_item)
 
@@ -182,7 +187,36 @@ def build_rtstruct(
         observation.RTROIInterpretedType = roi.interpreted_type
         observation.ROIInterpreter = ""
         ds.RTROIObservationsSequence.append(observation)
+    # Declaring the encoding we write in lets pydicom copy the pre-encoded ContourData as it is.
+    ds.set_original_encoding(False, True, _DEFAULT_CHARSET)
     return ds
+
+
+def _encode_contour_data(points: np.ndarray) -> RawDataElement:
+    """ContourData encoded once as DS text.
+
+    A structure set holds ~10^5 coordinates; letting pydicom build and validate one DS object per value
+    takes seconds per patient, so the element is written pre-encoded (explicit VR little endian).
+    """
+    value = "\\".join(f"{v:.3f}" for v in points.ravel()).encode("ascii")
+    if len(value) % 2:
+        value += b" "
+    return RawDataElement(CONTOUR_DATA, "DS", len(value), value, 0, False, True)
+
+
+def _contour_points(contour: Dataset) -> np.ndarray:
+    """ContourData as an ``(N, 3)`` array (empty if malformed), parsing raw DS text without pydicom objects."""
+    element = contour.get_item(CONTOUR_DATA)
+    if element is None:
+        return np.empty((0, 3))
+    if isinstance(element, RawDataElement):
+        text = (element.value or b"").decode("ascii", errors="replace").replace("\\", " ")
+        values = np.array(text.split(), dtype=float)
+    else:
+        values = np.asarray(element.value, dtype=float).ravel()
+    if values.size < 9 or values.size % 3:
+        return np.empty((0, 3))
+    return values.reshape(-1, 3)
 
 
 def _image_reference(sop_class_uid: str, sop_instance_uid: str) -> Dataset:
@@ -226,9 +260,9 @@ def read_structure_set(ds: Dataset) -> StructureSet:
             if contour.get("ContourGeometricType", "CLOSED_PLANAR") != "CLOSED_PLANAR":
                 roi.skipped_non_planar += 1
                 continue
-            data = np.asarray(contour.ContourData, dtype=float)
-            if data.size >= 9 and data.size % 3 == 0:
-                roi.contours.append(data.reshape(-1, 3))
+            points = _contour_points(contour)
+            if len(points):
+                roi.contours.append(points)
     return StructureSet(
         sop_instance_uid=str(ds.SOPInstanceUID),
         frame_of_reference_uids=frames,
