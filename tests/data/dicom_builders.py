@@ -6,10 +6,12 @@ each test can break one rule at a time (drop a slice, tilt the stack, change a t
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 from pydicom.dataset import FileDataset
 from pydicom.uid import generate_uid
@@ -17,6 +19,8 @@ from pydicom.uid import generate_uid
 from dose3d_fl.data.contours import polygons_from_field
 from dose3d_fl.data.ct_writer import CTSeriesSpec, StudyIdentity, build_ct_slices
 from dose3d_fl.data.geometry import VolumeGeometry
+from dose3d_fl.data.ingest import IngestConfig, IngestError, ingest_site
+from dose3d_fl.data.manifest import CaseEntry, Manifest, Rejection
 from dose3d_fl.data.rtstruct import RoiContours, build_rtstruct
 
 CENTRE = np.array([10.0, -5.0, 0.0])
@@ -129,3 +133,53 @@ def make_study(
 def dice(a: np.ndarray, b: np.ndarray) -> float:
     """Dice overlap of two boolean masks."""
     return float(2 * np.logical_and(a, b).sum() / max(a.sum() + b.sum(), 1))
+
+
+# A coarse grid (12 slices of 24 x 20 voxels) around the whole organ: fast, and still a real 3D series.
+SMALL = axial_geometry(shape=(24, 20, 12), spacing=(6.0, 7.0, 8.0))
+
+
+def ingest_manifest(input_dir: Path, cache_dir: Path, roi: str = "SPLEEN") -> Manifest:
+    """Ingest and return the manifest written to the cache, also when no case was usable."""
+    with contextlib.suppress(IngestError):
+        ingest_site(input_dir, cache_dir, IngestConfig(roi=roi))
+    return Manifest.load(cache_dir)
+
+
+def load_case(cache_dir: Path, case: CaseEntry) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The image array, the boolean label array and the (shared) RAS affine of a converted case."""
+    image, label = nib.load(cache_dir / case.image), nib.load(cache_dir / case.label)
+    np.testing.assert_allclose(label.affine, image.affine)
+    assert label.shape == image.shape == tuple(case.shape)
+    return np.asarray(image.dataobj), np.asarray(label.dataobj).astype(bool), image.affine
+
+
+def world_truth(affine_ras: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The organ evaluated at each voxel centre, mapped through the NIfTI affine (RAS -> LPS)."""
+    index = np.indices(shape).reshape(3, -1)
+    ras = affine_ras[:3, :3] @ index + affine_ras[:3, 3:4]
+    lps = ras.T * np.array([-1.0, -1.0, 1.0])
+    return (organ_field(lps) < 0).reshape(shape)
+
+
+def rejection_for(manifest: Manifest, source: str) -> Rejection:
+    """The single rejection whose source is ``source``."""
+    found = [rejection for rejection in manifest.rejected if rejection.source == source]
+    assert len(found) == 1, f"expected one rejection of {source}, got {manifest.rejected}"
+    return found[0]
+
+
+def accepted_sources(manifest: Manifest) -> list[str]:
+    """The structure sets of the accepted cases, sorted."""
+    return sorted(case.structure_set for case in manifest.cases)
+
+
+def series_uid(study: Study) -> str:
+    return str(study.ct[0].SeriesInstanceUID)
+
+
+def write_with_good_case(root: Path, study: Study) -> Path:
+    """Write ``study`` under ``root/case`` beside a valid study under ``root/good``; return ``root``."""
+    study.write(root / "case")
+    make_study(SMALL, seed=99).write(root / "good")
+    return root

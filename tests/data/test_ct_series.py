@@ -26,12 +26,15 @@ from pydicom.uid import (
 
 from dose3d_fl.data.ct_series import ENHANCED_CT_IMAGE_STORAGE
 from dose3d_fl.data.ingest import ingest_site
-from tests.data.dicom_builders import Study, axial_geometry, dice, make_study
-from tests.data.test_ingest import (
+from tests.data.dicom_builders import (
     SMALL,
+    Study,
     accepted_sources,
+    axial_geometry,
+    dice,
     ingest_manifest,
     load_case,
+    make_study,
     rejection_for,
     series_uid,
     world_truth,

@@ -23,8 +23,14 @@ from dose3d_fl.data.discovery import discover_dicom
 from dose3d_fl.data.geometry import VolumeGeometry
 from dose3d_fl.data.ingest import IngestError, ingest_site
 from dose3d_fl.data.rtstruct import RoiContours, build_rtstruct, read_structure_set
-from tests.data.dicom_builders import make_study
-from tests.data.test_ingest import SMALL, accepted_sources, ingest_manifest, load_case, rejection_for
+from tests.data.dicom_builders import (
+    SMALL,
+    accepted_sources,
+    ingest_manifest,
+    load_case,
+    make_study,
+    rejection_for,
+)
 
 DICOMDIR_TESTS = Path(pydicom.data.__file__).parent / "test_files" / "dicomdirtests"
 CT5N = DICOMDIR_TESTS / "98892001" / "CT5N"
@@ -154,7 +160,10 @@ def test_ct2_with_a_structure_set_is_rejected_for_its_gap(tmp_path: Path) -> Non
 
 @pytest.mark.parametrize(
     ("source", "expected"),
-    [(CT5N, "CT series {uid} (5 files): no RTSTRUCT references it"), (CT2, "series {uid}: slice gap of 202.50 mm")],
+    [
+        (CT5N, "CT series {uid} (5 files): no RTSTRUCT references it"),
+        (CT2, "series {uid}: slice gap of 202.50 mm"),
+    ],
     ids=["CT5N", "CT2"],
 )
 def test_real_series_without_structure_set_is_rejected(tmp_path: Path, source: Path, expected: str) -> None:

@@ -20,8 +20,7 @@ from dose3d_fl.data.rtstruct import (
     rasterise_contours,
     read_structure_set,
 )
-from tests.data.dicom_builders import axial_geometry, make_study
-from tests.data.test_ingest import SMALL, load_case
+from tests.data.dicom_builders import SMALL, axial_geometry, load_case, make_study
 
 COS20, SIN20 = math.cos(math.radians(20)), math.sin(math.radians(20))
 
