@@ -4,8 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= runs/demo
+# Federated training settings of the demo (see `dose3d fl simulate --help`).
+DEMO_FL_ARGS ?= --rounds 20 --local-epochs 2
 
-.PHONY: venv demo test lint bench-data clean
+.PHONY: venv demo test clean
 
 venv: $(STAMP)
 
@@ -20,11 +22,12 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	rm -rf $(DEMO_DIR)
-	$(BIN)/dose3d synth --out $(DEMO_DIR)/dicom
-	for site in $$(ls $(DEMO_DIR)/dicom); do \
-		$(BIN)/dose3d ingest --input $(DEMO_DIR)/dicom/$$site --out $(DEMO_DIR)/cache/$$site || exit 1; \
+	$(BIN)/dose3d synth --out $(DEMO_DIR)/data/dicom
+	for site in $$(ls $(DEMO_DIR)/data/dicom); do \
+		$(BIN)/dose3d ingest --input $(DEMO_DIR)/data/dicom/$$site --out $(DEMO_DIR)/data/cache/$$site || exit 1; \
 	done
-	$(BIN)/dose3d summary $(DEMO_DIR)/cache/*
+	$(BIN)/dose3d summary $(DEMO_DIR)/data/cache/*
+	$(BIN)/dose3d fl simulate --workspace $(DEMO_DIR) $(DEMO_FL_ARGS)
 
 test: $(STAMP)
 	$(BIN)/ruff check .

@@ -78,6 +78,63 @@ def _cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_fl_export(args: argparse.Namespace) -> int:
+    from dose3d_fl.fl.seg_job import export_seg_job
+
+    print(export_seg_job(args.out))
+    return 0
+
+
+def _cmd_fl_simulate(args: argparse.Namespace) -> int:
+    from dose3d_fl.fl.seg_job import SegJobConfig
+    from dose3d_fl.fl.simulate import SimulationConfig, format_simulation_summary, simulate_seg
+
+    job = SegJobConfig(num_rounds=args.rounds, local_epochs=args.local_epochs, profile=args.profile)
+    summary = simulate_seg(
+        SimulationConfig(workspace=args.workspace, sites=args.sites, job=job, seed=args.seed)
+    )
+    print(format_simulation_summary(summary))
+    print(f"summary: {Path(args.workspace) / 'summary.json'}")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from dose3d_fl.seg.profiles import get_profile
+    from dose3d_fl.seg.training_run import METRICS_NAME, MODEL_NAME, train_on_caches
+
+    try:
+        profile = get_profile(args.profile).replace(seed=args.seed)
+        metrics = train_on_caches(
+            args.cache,
+            args.out,
+            profile,
+            args.epochs,
+            num_threads=args.threads,
+            hu_baseline=args.hu_baseline,
+            on_validation=lambda entry: print(
+                f"epoch {entry['epoch']}: loss {entry['loss']:.4f}, val Dice {entry['val_dice']:.4f} "
+                f"({entry['train_seconds']:.0f} s training)",
+                flush=True,
+            ),
+        )
+    except (FileNotFoundError, ValueError) as err:
+        return _fail(str(err))
+    for site, dice in metrics["site_val_dice"].items():
+        print(f"{site}: val Dice {dice:.4f} ({metrics['val_cases'][site]} case(s))")
+    if "hu_threshold_baseline" in metrics:
+        base = metrics["hu_threshold_baseline"]
+        print(
+            f"best single HU interval [{base['hu_min']:.0f}, {base['hu_max']:.0f}) HU: "
+            f"val Dice {base['val_dice']:.4f}"
+        )
+    print(
+        f"val Dice {metrics['val_dice']:.4f} on {sum(metrics['val_cases'].values())} case(s) after "
+        f"{metrics['epochs']} epoch(s), {metrics['seconds']:.0f} s -> {args.out / MODEL_NAME}, "
+        f"{args.out / METRICS_NAME}"
+    )
+    return 0
+
+
 def _fail(message: str) -> int:
     print(f"dose3d: error: {message}", file=sys.stderr)
     return 2
@@ -121,6 +178,46 @@ def build_parser() -> argparse.ArgumentParser:
     summary = sub.add_parser("summary", help="print the data summary of one or more site caches")
     summary.add_argument("caches", type=Path, nargs="+", help="cache folders written by `dose3d ingest`")
     summary.set_defaults(func=_cmd_summary)
+
+    train = sub.add_parser(
+        "train",
+        help="train a segmentation model on one site cache (local) or several pooled (centralised)",
+    )
+    train.add_argument(
+        "--cache", type=Path, nargs="+", required=True, help="site cache folder(s) written by `dose3d ingest`"
+    )
+    train.add_argument("--epochs", type=int, default=40, help="passes over the training cases (default 40)")
+    train.add_argument(
+        "--profile", default="cpu-small", help="segmentation profile: cpu-small (default), spleen"
+    )
+    train.add_argument(
+        "--out", type=Path, default=Path("runs/train"), help="output folder (default runs/train)"
+    )
+    train.add_argument(
+        "--seed", type=int, default=0, help="random seed (also draws a cache's split.json on first use)"
+    )
+    train.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads (default 1: robust on shared cores)"
+    )
+    train.add_argument(
+        "--hu-baseline", action="store_true", help="also report the best single HU interval's Dice"
+    )
+    train.set_defaults(func=_cmd_train)
+
+    fl = sub.add_parser("fl", help="federated learning with NVIDIA FLARE").add_subparsers(
+        dest="fl_command", required=True
+    )
+    export = fl.add_parser("export", help="export the seg_fedavg job folder (no paths, no secrets)")
+    export.add_argument("--out", type=Path, default=Path("jobs"), help="parent folder (default jobs/)")
+    export.set_defaults(func=_cmd_fl_export)
+    simulate = fl.add_parser("simulate", help="run seg_fedavg in the NVFlare simulator on synthetic sites")
+    simulate.add_argument("--sites", type=int, default=3)
+    simulate.add_argument("--rounds", type=int, default=5)
+    simulate.add_argument("--local-epochs", type=int, default=1)
+    simulate.add_argument("--workspace", type=Path, default=Path("runs/simulate"))
+    simulate.add_argument("--profile", default="cpu-small")
+    simulate.add_argument("--seed", type=int, default=0, help="synthetic data seed")
+    simulate.set_defaults(func=_cmd_fl_simulate)
     return parser
 
 
@@ -133,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.command == "synth" and args.sites is not None and args.sites < 1:
         return _fail("--sites must be at least 1")
+    if args.command == "train" and (args.epochs < 0 or args.threads < 1):
+        return _fail("--epochs must be >= 0 and --threads >= 1")
     return args.func(args)
 
 

@@ -1,0 +1,1 @@
+"""The only NVFlare-facing code: client scripts, job recipes, site configuration, simulation."""

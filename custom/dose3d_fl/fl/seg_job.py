@@ -1,0 +1,106 @@
+"""The ``seg_fedavg`` job: FedAvg of a MONAI 3D segmentation network, built with NVFlare's Recipe API.
+
+What runs where: the server runs FedAvg (weights only), keeps the global and the best global model by
+``val_dice`` and runs cross-site evaluation; each site runs ``seg_client.py`` (the Client API loop around
+the plain MONAI trainer) on data it resolves from its own configuration. The job names no path: the network
+is given by class path and arguments (``dose3d_fl`` is installed at every site and at the server).
+
+Export the committed job folder with ``dose3d fl export`` (or ``python -m dose3d_fl.fl.seg_job OUT``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from nvflare.app_opt.pt.recipes.fedavg import FedAvgRecipe
+from nvflare.recipe import Run, add_cross_site_evaluation, add_experiment_tracking
+from nvflare.recipe.spec import ExecEnv
+
+from dose3d_fl.seg.network import network_args
+from dose3d_fl.seg.profiles import DEFAULT_PROFILE, get_profile
+
+JOB_NAME = "seg_fedavg"
+CLIENT_SCRIPT = Path(__file__).with_name("seg_client.py")
+KEY_METRIC = "val_dice"
+
+
+@dataclass(frozen=True)
+class SegJobConfig:
+    """Job arguments (everything here may travel with the job: no paths, no secrets).
+
+    Args:
+        num_rounds: FedAvg rounds.
+        min_clients: sites that must answer each round.
+        local_epochs: local epochs per round at each site.
+        profile: segmentation profile name (``dose3d_fl.seg.profiles``).
+        tensorboard: stream site metrics to the server's TensorBoard event files.
+    """
+
+    num_rounds: int = 5
+    min_clients: int = 3
+    local_epochs: int = 1
+    profile: str = DEFAULT_PROFILE
+    tensorboard: bool = True
+
+
+def build_seg_recipe(config: SegJobConfig | None = None) -> FedAvgRecipe:
+    """Build the FedAvg recipe of the segmentation job."""
+    config = config or SegJobConfig()
+    profile = get_profile(config.profile)
+    # NVFlare copies the script into app/custom; a relative name keeps the exported job free of this
+    # machine's paths (the client executor finds it in app/custom).
+    with _inside(CLIENT_SCRIPT.parent):
+        recipe = FedAvgRecipe(
+            name=JOB_NAME,
+            model={"class_path": "monai.networks.nets.UNet", "args": network_args(profile)},
+            min_clients=config.min_clients,
+            num_rounds=config.num_rounds,
+            train_script=CLIENT_SCRIPT.name,
+            train_args=f"--local-epochs {config.local_epochs} --profile {profile.name}",
+            key_metric=KEY_METRIC,
+            key_metric_mode="max",
+        )
+        add_cross_site_evaluation(recipe)
+        if config.tensorboard:
+            add_experiment_tracking(recipe, tracking_type="tensorboard")
+    return recipe
+
+
+def export_seg_job(out_dir: Path, config: SegJobConfig | None = None) -> Path:
+    """Write the job folder ``out_dir/seg_fedavg`` (replacing it), ready for ``nvflare job submit``."""
+    out_dir = Path(out_dir).resolve()
+    recipe = build_seg_recipe(config)
+    with tempfile.TemporaryDirectory() as tmp, _inside(CLIENT_SCRIPT.parent):
+        recipe.export(tmp)
+        target = out_dir / JOB_NAME
+        if target.exists():
+            shutil.rmtree(target)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(Path(tmp) / JOB_NAME, target)
+    return target
+
+
+def execute_seg_recipe(recipe: FedAvgRecipe, env: ExecEnv) -> Run:
+    """Run the recipe in an execution environment (simulator, POC, production)."""
+    with _inside(CLIENT_SCRIPT.parent):  # the client script is resolved relative to its folder, as in export
+        return recipe.execute(env)
+
+
+@contextlib.contextmanager
+def _inside(folder: Path):
+    previous = Path.cwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
+if __name__ == "__main__":
+    print(export_seg_job(Path(sys.argv[1] if len(sys.argv) > 1 else "jobs")))

@@ -1,0 +1,156 @@
+"""``dose3d fl simulate``: the seg_fedavg job in NVFlare's simulator on synthetic sites, with a Dice summary.
+
+Data are synthesised and ingested into ``WS/data`` if missing; each simulated site gets its own
+configuration in ``WS/site_config`` (found through ``DOSE3D_SITE_CONFIG_DIR``), so the job itself stays the
+one that is exported to ``jobs/seg_fedavg``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nvflare.recipe import SimEnv
+
+from dose3d_fl.data.ingest import ingest_site
+from dose3d_fl.data.manifest import MANIFEST_NAME
+from dose3d_fl.data.synth import DEFAULT_PATIENTS, synthesize_federation
+from dose3d_fl.fl.seg_job import JOB_NAME, SegJobConfig, build_seg_recipe, execute_seg_recipe
+from dose3d_fl.fl.site_config import SITE_CONFIG_DIR_ENV, SiteConfig
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """Options of :func:`simulate_seg`.
+
+    Args:
+        workspace: everything goes here: ``data/``, ``site_config/``, ``sim/`` (NVFlare) and ``summary.json``.
+        sites: number of simulated sites.
+        job: the job arguments (rounds, local epochs, profile).
+        seed: synthetic data seed.
+    """
+
+    workspace: Path
+    sites: int = 3
+    job: SegJobConfig = field(default_factory=SegJobConfig)
+    seed: int = 0
+
+
+def prepare_site_data(workspace: Path, sites: int, seed: int) -> list[Path]:
+    """Synthesise and ingest the sites' data unless their caches already exist; return the cache folders."""
+    dicom, cache = workspace / "data" / "dicom", workspace / "data" / "cache"
+    names = [f"site-{i}" for i in range(1, sites + 1)]
+    if not all((cache / name / MANIFEST_NAME).is_file() for name in names):
+        patients = [DEFAULT_PATIENTS[i % len(DEFAULT_PATIENTS)] for i in range(sites)]
+        logger.info("synthesising %s patients at %d sites into %s", patients, sites, dicom)
+        synthesize_federation(dicom, patients, seed=seed, show_progress=True)
+        for name in names:
+            ingest_site(dicom / name, cache / name, show_progress=True)
+    return [cache / name for name in names]
+
+
+def write_site_configs(workspace: Path, caches: list[Path]) -> Path:
+    """One configuration per simulated site; the sites share this machine's cores."""
+    folder = workspace / "site_config"
+    threads = max(1, (os.cpu_count() or 1) // len(caches))
+    for cache in caches:
+        SiteConfig(cache_dir=str(cache.resolve()), num_threads=threads).save(folder / f"{cache.name}.json")
+    return folder
+
+
+def simulate_seg(config: SimulationConfig) -> dict:
+    """Run the segmentation job in the simulator and summarise its Dice figures (also ``WS/summary.json``)."""
+    workspace = Path(config.workspace).resolve()
+    caches = prepare_site_data(workspace, config.sites, config.seed)
+    os.environ[SITE_CONFIG_DIR_ENV] = str(write_site_configs(workspace, caches))
+    job = SegJobConfig(**{**config.job.__dict__, "min_clients": config.sites})
+    recipe = build_seg_recipe(job)
+    env = SimEnv(num_clients=config.sites, num_threads=config.sites, workspace_root=str(workspace / "sim"))
+    execute_seg_recipe(recipe, env)
+    summary = summarise_simulation(workspace / "sim" / JOB_NAME / "server" / "simulate_job", job.num_rounds)
+    (workspace / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def summarise_simulation(server_job_dir: Path, num_rounds: int) -> dict:
+    """Dice figures from the server's own result files.
+
+    ``round_val_dice[r]`` is the Dice of the global model after round ``r``, averaged over the union of the
+    sites' validation cases: rounds before the last come from the Dice each site reports for the model it
+    receives at the start of the next round (``metrics/round_metrics.jsonl``), the last from cross-site
+    evaluation of the final global model, where each site also reports how many cases it validated.
+    """
+    cross_site = json.loads((server_job_dir / "cross_site_val" / "cross_val_results.json").read_text())
+    final_model = next(
+        (m for m in _model_names(cross_site) if "global" in m.lower() and "best" not in m.lower()), None
+    )
+    if final_model is None:
+        raise ValueError(
+            f"{server_job_dir}: cross-site results have no final global model: {sorted(_model_names(cross_site))}"
+        )
+    site_dice = {
+        site: results[final_model]["val_dice"]
+        for site, results in cross_site.items()
+        if final_model in results
+    }
+    site_cases = {
+        site: results[final_model].get("val_cases", 1)
+        for site, results in cross_site.items()
+        if final_model in results
+    }
+
+    def union(per_site: dict[str, float]) -> float:
+        total = sum(site_cases.get(site, 1) for site in per_site)
+        return sum(dice * site_cases.get(site, 1) for site, dice in per_site.items()) / max(total, 1)
+
+    rounds = []
+    lines = (server_job_dir / "metrics" / "round_metrics.jsonl").read_text().splitlines()
+    for line in lines:
+        record = json.loads(line)
+        if record["round"] >= 1:
+            per_site = {
+                s["name"]: next(m["value"] for m in s["metrics"] if m["name"] == "val_dice")
+                for s in record["sites"]
+            }
+            rounds.append(union(per_site))
+    rounds = [*rounds[: num_rounds - 1], union(site_dice)]
+    return {
+        "final_val_dice": union(site_dice),
+        "round_val_dice": rounds,
+        "site_val_dice": site_dice,
+        "site_val_cases": site_cases,
+        "cross_site": {
+            site: {model: results[model]["val_dice"] for model in results}
+            for site, results in cross_site.items()
+        },
+    }
+
+
+def _model_names(cross_site: dict) -> set[str]:
+    return {model for results in cross_site.values() for model in results}
+
+
+def format_simulation_summary(summary: dict) -> str:
+    """Plain-text tables: global Dice per round, per-site Dice of the final model, cross-site matrix."""
+    lines = ["round  global val Dice (union of sites' validation cases)"]
+    lines += [f"{r:>5}  {dice:.4f}" for r, dice in enumerate(summary["round_val_dice"])]
+    lines += ["", f"{'site':<10} {'val cases':>9}  final global model Dice"]
+    for site, dice in sorted(summary["site_val_dice"].items()):
+        lines.append(f"{site:<10} {summary['site_val_cases'].get(site, 0):>9}  {dice:.4f}")
+    lines.append(
+        f"{'union':<10} {sum(summary['site_val_cases'].values()):>9}  {summary['final_val_dice']:.4f}"
+    )
+    models = sorted({model for row in summary["cross_site"].values() for model in row})
+    lines += [
+        "",
+        "cross-site Dice (rows: data site, columns: model)",
+        f"{'':<10} " + " ".join(f"{m:>24}" for m in models),
+    ]
+    for site, row in sorted(summary["cross_site"].items()):
+        lines.append(f"{site:<10} " + " ".join(f"{row.get(m, float('nan')):>24.4f}" for m in models))
+    return "\n".join(lines)

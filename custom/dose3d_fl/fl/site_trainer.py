@@ -1,0 +1,34 @@
+"""Build a site's segmentation trainer from the configuration the site owns."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from dose3d_fl.fl.site_config import SiteConfig, find_site_config
+from dose3d_fl.seg.profiles import get_profile
+from dose3d_fl.seg.split import load_or_create_split, split_cases
+from dose3d_fl.seg.trainer import SegTrainer
+
+logger = logging.getLogger(__name__)
+
+
+def build_site_trainer(site_name: str, profile_name: str, workspace: Path | None = None) -> SegTrainer:
+    """The trainer of ``site_name`` on its own cached cases and fixed train/val split.
+
+    Args:
+        site_name: NVFlare client name.
+        profile_name: segmentation profile the job asks for.
+        workspace: the site's workspace (defaults to the working directory).
+
+    Raises:
+        FileNotFoundError: no site configuration, or its cache has no manifest.
+    """
+    config = SiteConfig.load(find_site_config(site_name, workspace))
+    cache = Path(config.cache_dir)
+    train_cases, val_cases = split_cases(cache, load_or_create_split(cache))
+    logger.info("%s: %d training and %d validation cases", site_name, len(train_cases), len(val_cases))
+    device = None if config.device == "auto" else config.device
+    return SegTrainer(
+        train_cases, val_cases, get_profile(profile_name), device=device, num_threads=config.num_threads
+    )

@@ -1,0 +1,213 @@
+"""Segmentation profiles: every hyper-parameter and preprocessing choice of a model, by name.
+
+A profile is serialised into each checkpoint (``SegProfile.to_dict``), so a model file knows how its input
+must be resampled, windowed and cropped. Two profiles ship:
+
+* ``cpu-small`` (default): a small UNet on 4 mm voxels and 48^3 crops (19 cm, most of the body's width),
+  sized for 2 CPU cores: one case with two crops per step, about 0.15 s per step on one thread.
+* ``spleen``: the MONAI spleen CT bundle's recipe (1.5 x 1.5 x 2.0 mm, 96^3 crops, 16..256-channel UNet),
+  for GPU sites.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+LOSSES = ("dice_ce", "dice")
+# Fields that change the network's tensors or what its input means: two profiles that differ in one of
+# them cannot share weights.
+MODEL_FIELDS = (
+    "pixdim",
+    "hu_min",
+    "hu_max",
+    "body_hu",
+    "channels",
+    "strides",
+    "num_res_units",
+    "norm",
+    "out_channels",
+)
+NORMS = ("batch", "instance")
+
+
+@dataclass(frozen=True)
+class SegProfile:
+    """Hyper-parameters and preprocessing of a 3D segmentation model.
+
+    Attributes:
+        name: profile name (``get_profile`` key).
+        pixdim: voxel size in mm (RAS axes) the volumes are resampled to, for training and inference.
+        hu_min: HU mapped to 0 (lower edge of the intensity window, values below are clipped).
+        hu_max: HU mapped to 1 (upper edge, values above are clipped).
+        body_hu: voxels above this HU count as body; the volume is cropped to their bounding box.
+        roi_size: training crop and sliding-window size in voxels.
+        channels: UNet feature channels per level.
+        strides: UNet down-sampling strides between levels (one fewer than ``channels``).
+        num_res_units: residual units per UNet block.
+        norm: ``"batch"`` or ``"instance"`` normalisation.
+        dropout: UNet dropout probability.
+        out_channels: output classes including background.
+        batch_size: cases per optimisation step.
+        num_samples: random crops per case per step (the network sees ``batch_size * num_samples`` crops).
+        pos_neg: relative frequency of crops centred on the label vs. on background.
+        lr: Adam learning rate.
+        weight_decay: Adam weight decay.
+        loss: ``"dice_ce"`` (Dice + cross-entropy) or ``"dice"``.
+        intensity_shift: random intensity shift range (window units, 1.0 = ``hu_max - hu_min``); covers the
+            sites' HU calibration offsets.
+        intensity_scale: random intensity scale range (a factor ``1 +- intensity_scale``).
+        noise_std: largest standard deviation of the random Gaussian noise (window units).
+        aug_prob: probability of each random intensity transform.
+        flip_axes: RAS axes randomly flipped; never axis 0 (left/right), the spleen is on the left.
+        keep_largest_component: keep only the largest connected component of each predicted class (one
+            organ, one component: removes scattered false positives).
+        sw_batch_size: windows per forward pass in sliding-window inference.
+        sw_overlap: sliding-window overlap.
+        val_interval: epochs between validations when training for several epochs.
+        amp: mixed precision (used on CUDA only).
+        seed: random seed (``monai.utils.set_determinism``).
+    """
+
+    name: str
+    pixdim: tuple[float, float, float]
+    hu_min: float
+    hu_max: float
+    roi_size: tuple[int, int, int]
+    channels: tuple[int, ...]
+    strides: tuple[int, ...]
+    num_res_units: int = 2
+    norm: str = "batch"
+    dropout: float = 0.0
+    out_channels: int = 2
+    body_hu: float = -500.0
+    batch_size: int = 2
+    num_samples: int = 4
+    pos_neg: tuple[float, float] = (1.0, 1.0)
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    loss: str = "dice_ce"
+    intensity_shift: float = 0.05
+    intensity_scale: float = 0.1
+    noise_std: float = 0.0
+    aug_prob: float = 0.5
+    flip_axes: tuple[int, ...] = field(default_factory=tuple)
+    keep_largest_component: bool = False
+    sw_batch_size: int = 4
+    sw_overlap: float = 0.5
+    val_interval: int = 1
+    amp: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if len(self.strides) != len(self.channels) - 1:
+            raise ValueError(
+                f"profile {self.name!r}: {len(self.channels)} channel levels need {len(self.channels) - 1} "
+                f"strides, got {len(self.strides)}"
+            )
+        if self.loss not in LOSSES:
+            raise ValueError(f"profile {self.name!r}: loss {self.loss!r} is not one of {', '.join(LOSSES)}")
+        if self.norm not in NORMS:
+            raise ValueError(f"profile {self.name!r}: norm {self.norm!r} is not one of {', '.join(NORMS)}")
+        if 0 in self.flip_axes:
+            raise ValueError(
+                f"profile {self.name!r}: flipping axis 0 swaps the patient's left and right (the spleen is "
+                "on the left); flip only axes 1 and 2"
+            )
+        if not self.hu_min < self.hu_max:
+            raise ValueError(
+                f"profile {self.name!r}: hu_min {self.hu_min} must be below hu_max {self.hu_max}"
+            )
+        if len(self.pixdim) != 3 or len(self.roi_size) != 3:
+            raise ValueError(f"profile {self.name!r}: pixdim and roi_size need three values (3D)")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable values (tuples become lists)."""
+        return {
+            key: list(value) if isinstance(value, tuple) else value
+            for key, value in dataclasses.asdict(self).items()
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SegProfile:
+        """Inverse of ``to_dict``.
+
+        Raises:
+            ValueError: unknown keys (a profile written by a newer version) or invalid values.
+        """
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - set(fields))
+        if unknown:
+            raise ValueError(f"unknown segmentation profile field(s): {', '.join(unknown)}")
+        return cls(**{key: tuple(value) if isinstance(value, list) else value for key, value in data.items()})
+
+    def incompatibilities(self, other: SegProfile) -> list[str]:
+        """Names of the ``MODEL_FIELDS`` in which two profiles differ (empty: they can share weights)."""
+        return [name for name in MODEL_FIELDS if getattr(self, name) != getattr(other, name)]
+
+    def replace(self, **changes: Any) -> SegProfile:
+        """A copy with some fields changed (e.g. ``profile.replace(seed=1)``)."""
+        return dataclasses.replace(self, **changes)
+
+
+PROFILES: dict[str, SegProfile] = {
+    profile.name: profile
+    for profile in (
+        SegProfile(
+            name="cpu-small",
+            pixdim=(4.0, 4.0, 4.0),
+            hu_min=-57.0,
+            hu_max=164.0,
+            roi_size=(48, 48, 48),
+            channels=(8, 16, 32, 64),
+            strides=(2, 2, 2),
+            num_res_units=1,
+            norm="batch",
+            batch_size=1,
+            num_samples=2,
+            lr=1e-3,
+            loss="dice_ce",
+            intensity_shift=0.05,
+            intensity_scale=0.1,
+            noise_std=0.02,
+            keep_largest_component=True,
+            sw_batch_size=4,
+            sw_overlap=0.25,
+            val_interval=5,
+        ),
+        SegProfile(
+            name="spleen",
+            pixdim=(1.5, 1.5, 2.0),
+            hu_min=-57.0,
+            hu_max=164.0,
+            roi_size=(96, 96, 96),
+            channels=(16, 32, 64, 128, 256),
+            strides=(2, 2, 2, 2),
+            num_res_units=2,
+            norm="batch",
+            batch_size=2,
+            num_samples=4,
+            lr=1e-4,
+            loss="dice_ce",
+            sw_batch_size=4,
+            sw_overlap=0.5,
+            val_interval=2,
+        ),
+    )
+}
+DEFAULT_PROFILE = "cpu-small"
+
+
+def get_profile(name: str = DEFAULT_PROFILE) -> SegProfile:
+    """The named profile.
+
+    Raises:
+        ValueError: no profile of that name (the message lists the known ones).
+    """
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown segmentation profile {name!r}; choose one of {', '.join(PROFILES)}"
+        ) from None

@@ -1,0 +1,299 @@
+"""The local segmentation trainer: plain MONAI/torch, used unchanged by the federated client, the
+centralised baseline and the local-only baseline. It knows nothing of NVFlare.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import monai
+import torch
+from monai.data import CacheDataset, DataLoader, decollate_batch
+from monai.inferers import sliding_window_inference
+from monai.losses import DiceCELoss, DiceLoss
+from monai.metrics import DiceMetric
+from monai.transforms import AsDiscrete, Compose, KeepLargestConnectedComponent
+from monai.utils import set_determinism
+from tqdm import tqdm
+
+from dose3d_fl import __version__
+from dose3d_fl.seg.checkpoint import SegCheckpoint, load_checkpoint, save_checkpoint
+from dose3d_fl.seg.network import build_network
+from dose3d_fl.seg.profiles import SegProfile, get_profile
+from dose3d_fl.seg.transforms import IMAGE, LABEL, eval_transforms, train_transforms
+
+log = logging.getLogger(__name__)
+
+Case = dict[str, str]
+
+
+def case_id(case: Case) -> str:
+    """A case's ``id`` entry, or its image file name without NIfTI suffixes."""
+    return case.get("id") or Path(case[IMAGE]).name.removesuffix(".gz").removesuffix(".nii")
+
+
+def _check_cases(cases: Sequence[Case], role: str) -> list[Case]:
+    for case in cases:
+        for key in (IMAGE, LABEL):
+            if key not in case:
+                raise ValueError(f"{role} case {case!r} has no {key!r} path")
+            if not Path(case[key]).is_file():
+                raise FileNotFoundError(f"{role} case {case_id(case)}: {key} file {case[key]} not found")
+    return [dict(case) for case in cases]
+
+
+class SegTrainer:
+    """Trains and validates a profile's network on a site's cases.
+
+    Datasets are built on first use, so a trainer that only validates (e.g. for cross-site evaluation)
+    never loads its training cases. The deterministic preprocessing of each case is cached in memory
+    (``CacheDataset``); random crops and augmentation run per step.
+
+    Args:
+        train_cases: dicts with absolute ``image`` and ``label`` NIfTI paths (and optionally an ``id``).
+        val_cases: the same, for validation.
+        profile: the segmentation profile (default ``cpu-small``).
+        device: ``"cuda"``, ``"cpu"``, ...; default CUDA when available. Mixed precision is used on CUDA
+            when ``profile.amp``.
+        num_threads: ``torch.set_num_threads`` value (CPU); ``None`` leaves torch's setting alone.
+        num_workers: DataLoader workers; default 0 on the CPU (the cores are busy training), 2 on CUDA.
+        show_progress: a progress bar per epoch, shown only when stderr is a terminal.
+
+    Raises:
+        ValueError: a case without an ``image`` or ``label`` entry.
+        FileNotFoundError: a case file that does not exist.
+    """
+
+    def __init__(
+        self,
+        train_cases: Sequence[Case],
+        val_cases: Sequence[Case],
+        profile: SegProfile | None = None,
+        *,
+        device: str | torch.device | None = None,
+        num_threads: int | None = None,
+        num_workers: int | None = None,
+        show_progress: bool = True,
+    ) -> None:
+        self.profile = profile or get_profile()
+        self.train_cases = _check_cases(train_cases, "training")
+        self.val_cases = _check_cases(val_cases, "validation")
+        if num_threads is not None:
+            torch.set_num_threads(num_threads)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.use_amp = self.profile.amp and self.device.type == "cuda"
+        self.num_workers = (
+            num_workers if num_workers is not None else (2 if self.device.type == "cuda" else 0)
+        )
+        self.show_progress = show_progress and sys.stderr.isatty()
+        self.epochs_done = 0
+
+        set_determinism(seed=self.profile.seed)
+        self.model = build_network(self.profile).to(self.device)
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=self.profile.lr, weight_decay=self.profile.weight_decay
+        )
+        loss_type = DiceCELoss if self.profile.loss == "dice_ce" else DiceLoss
+        self.loss_fn = loss_type(to_onehot_y=True, softmax=True)
+        self.scaler = torch.amp.GradScaler("cuda") if self.use_amp else None
+        self._train_loader: DataLoader | None = None
+        self._val_dataset: CacheDataset | None = None
+
+    # -- data ---------------------------------------------------------------------------------------------
+
+    def _cache(self, cases: list[Case], transform: Any) -> CacheDataset:
+        return CacheDataset(
+            data=cases, transform=transform, cache_rate=1.0, num_workers=1, progress=self.show_progress
+        )
+
+    @property
+    def train_loader(self) -> DataLoader:
+        """Shuffled batches of ``batch_size`` cases x ``num_samples`` random crops each."""
+        if self._train_loader is None:
+            if not self.train_cases:
+                raise ValueError("this trainer has no training cases")
+            transform = train_transforms(self.profile)
+            transform.set_random_state(seed=self.profile.seed)
+            generator = torch.Generator().manual_seed(self.profile.seed)
+            self._train_loader = DataLoader(
+                self._cache(self.train_cases, transform),
+                batch_size=self.profile.batch_size,
+                shuffle=True,
+                num_workers=self.num_workers,
+                generator=generator,
+            )
+        return self._train_loader
+
+    @property
+    def val_dataset(self) -> CacheDataset:
+        """The validation cases after the deterministic preprocessing, cached."""
+        if self._val_dataset is None:
+            self._val_dataset = self._cache(self.val_cases, eval_transforms(self.profile))
+        return self._val_dataset
+
+    def _autocast(self) -> torch.autocast:
+        return torch.autocast(device_type=self.device.type, enabled=self.use_amp)
+
+    # -- training and validation ----------------------------------------------------------------------------
+
+    def train_epochs(self, epochs: int = 1) -> dict[str, float | int]:
+        """Train for ``epochs`` passes over the training cases.
+
+        Returns:
+            ``loss`` (mean over this call's steps), ``steps`` (optimiser steps, the FedAvg weight),
+            ``seconds``, ``epochs`` (this call) and ``total_epochs`` (since the trainer was built).
+        """
+        if epochs < 0:
+            raise ValueError(f"epochs must be >= 0, got {epochs}")
+        loader = self.train_loader
+        start = time.perf_counter()
+        self.model.train()
+        losses: list[float] = []
+        for _ in range(epochs):
+            bar = tqdm(
+                loader,
+                desc=f"epoch {self.epochs_done + 1}",
+                unit="step",
+                leave=False,
+                disable=not self.show_progress,
+            )
+            for batch in bar:
+                losses.append(self._train_step(batch[IMAGE], batch[LABEL]))
+                bar.set_postfix(loss=f"{losses[-1]:.3f}")
+            self.epochs_done += 1
+        seconds = time.perf_counter() - start
+        loss = float(sum(losses) / len(losses)) if losses else math.nan
+        log.info("%d epoch(s), %d steps, loss %.4f, %.1f s", epochs, len(losses), loss, seconds)
+        return {
+            "loss": loss,
+            "steps": len(losses),
+            "seconds": seconds,
+            "epochs": epochs,
+            "total_epochs": self.epochs_done,
+        }
+
+    def _train_step(self, image: torch.Tensor, label: torch.Tensor) -> float:
+        image, label = image.to(self.device), label.to(self.device)
+        self.optimizer.zero_grad(set_to_none=True)
+        with self._autocast():
+            loss = self.loss_fn(self.model(image), label)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.optimizer.step()
+        return float(loss.item())
+
+    def predict(self, image: torch.Tensor) -> torch.Tensor:
+        """Class logits of a preprocessed ``(B, 1, X, Y, Z)`` batch by sliding-window inference."""
+        self.model.eval()
+        with torch.inference_mode(), self._autocast():
+            return sliding_window_inference(
+                image.to(self.device),
+                roi_size=self.profile.roi_size,
+                sw_batch_size=self.profile.sw_batch_size,
+                predictor=self.model,
+                overlap=self.profile.sw_overlap,
+            )
+
+    def postprocessing(self) -> Compose:
+        """From one case's logits ``(C, X, Y, Z)`` to a one-hot class map (argmax, largest component)."""
+        classes = self.profile.out_channels
+        steps: list[Any] = [AsDiscrete(argmax=True, to_onehot=classes)]
+        if self.profile.keep_largest_component:
+            steps.append(
+                KeepLargestConnectedComponent(applied_labels=list(range(1, classes)), is_onehot=True)
+            )
+        return Compose(steps)
+
+    def validate(self) -> dict[str, Any]:
+        """Dice of the foreground on the validation cases, at the profile's voxel size.
+
+        Returns:
+            ``val_dice`` (mean over cases, a plain float), ``case_dice`` (case id -> Dice), ``cases`` and
+            ``seconds``. A case whose label and prediction are both empty has no Dice and is left out.
+
+        Raises:
+            ValueError: the trainer has no validation cases.
+        """
+        if not self.val_cases:
+            raise ValueError("this trainer has no validation cases")
+        start = time.perf_counter()
+        to_class = self.postprocessing()
+        to_onehot = AsDiscrete(to_onehot=self.profile.out_channels)
+        metric = DiceMetric(include_background=False, reduction="mean")
+        case_dice: dict[str, float] = {}
+        loader = DataLoader(self.val_dataset, batch_size=1, num_workers=self.num_workers)
+        for case, batch in zip(self.val_cases, loader, strict=True):
+            logits = self.predict(batch[IMAGE])
+            predictions = [to_class(item) for item in decollate_batch(logits.float())]
+            labels = [to_onehot(item) for item in decollate_batch(batch[LABEL].to(self.device))]
+            value = float(metric(y_pred=predictions, y=labels).mean())
+            if not math.isnan(value):
+                case_dice[case_id(case)] = value
+        val_dice = float(metric.aggregate().item()) if case_dice else math.nan
+        metric.reset()
+        seconds = time.perf_counter() - start
+        log.info("validation Dice %.4f on %d case(s), %.1f s", val_dice, len(case_dice), seconds)
+        return {
+            "val_dice": val_dice,
+            "case_dice": case_dice,
+            "cases": len(self.val_cases),
+            "seconds": seconds,
+        }
+
+    # -- weights and checkpoints ------------------------------------------------------------------------------
+
+    def get_weights(self) -> dict[str, torch.Tensor]:
+        """A copy of the network's state dict as CPU tensors."""
+        return {name: tensor.detach().cpu().clone() for name, tensor in self.model.state_dict().items()}
+
+    def set_weights(self, weights: dict[str, torch.Tensor]) -> None:
+        """Load a state dict (e.g. the global model); every tensor of the network must be present."""
+        self.model.load_state_dict({name: torch.as_tensor(value) for name, value in weights.items()})
+
+    def save_checkpoint(self, path: str | Path, meta: dict[str, Any] | None = None) -> Path:
+        """Write ``{"model", "profile", "meta"}``; ``meta`` adds to the epochs and library versions."""
+        facts = {
+            "epochs": self.epochs_done,
+            "dose3d_fl": __version__,
+            "monai": str(monai.__version__),
+            "torch": str(torch.__version__),
+            **(meta or {}),
+        }
+        return save_checkpoint(path, SegCheckpoint(self.get_weights(), self.profile, facts))
+
+    def load_checkpoint(self, path: str | Path) -> dict[str, Any]:
+        """Load a checkpoint's weights into this trainer and return its ``meta``.
+
+        Raises:
+            ValueError: the checkpoint's profile has a different network or preprocessing.
+        """
+        checkpoint = load_checkpoint(path)
+        differences = self.profile.incompatibilities(checkpoint.profile)
+        if differences:
+            raise ValueError(
+                f"{path} was trained with profile {checkpoint.profile.name!r}, which differs from this "
+                f"trainer's profile {self.profile.name!r} in {', '.join(differences)}; build the trainer "
+                "with SegTrainer.from_checkpoint"
+            )
+        self.set_weights(checkpoint.model)
+        return checkpoint.meta
+
+    @classmethod
+    def from_checkpoint(
+        cls, path: str | Path, train_cases: Sequence[Case], val_cases: Sequence[Case], **kwargs: Any
+    ) -> SegTrainer:
+        """A trainer with the checkpoint's profile and weights (``kwargs`` as for the constructor)."""
+        checkpoint = load_checkpoint(path)
+        trainer = cls(train_cases, val_cases, checkpoint.profile, **kwargs)
+        trainer.set_weights(checkpoint.model)
+        return trainer

@@ -1,0 +1,162 @@
+"""Centralised and local-only training on site caches: the baselines a federation is compared with.
+
+Several caches pooled give the centralised model (train = union of their train splits); one cache gives
+the local-only model of that site. Both use ``SegTrainer`` unchanged, as the federated client does.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dose3d_fl.seg.baseline import hu_threshold_baseline
+from dose3d_fl.seg.profiles import SegProfile
+from dose3d_fl.seg.split import DEFAULT_VAL_FRACTION, load_or_create_split, split_cases
+from dose3d_fl.seg.trainer import Case, SegTrainer
+
+log = logging.getLogger(__name__)
+
+MODEL_NAME = "model.pt"
+METRICS_NAME = "metrics.json"
+
+
+@dataclass
+class SiteCases:
+    """One site cache's training and validation cases (from its fixed ``split.json``)."""
+
+    name: str
+    cache_dir: Path
+    train: list[Case]
+    val: list[Case]
+
+
+def load_site_cases(
+    cache_dirs: Sequence[str | Path], seed: int = 0, val_fraction: float = DEFAULT_VAL_FRACTION
+) -> list[SiteCases]:
+    """The split cases of each cache (the split is drawn and stored on first use).
+
+    Raises:
+        ValueError: two caches with the same folder name (their metrics would be indistinguishable).
+    """
+    sites: list[SiteCases] = []
+    for cache_dir in map(Path, cache_dirs):
+        if any(site.name == cache_dir.name for site in sites):
+            raise ValueError(
+                f"two caches are named {cache_dir.name!r}; give each site cache its own folder name"
+            )
+        train, val = split_cases(cache_dir, load_or_create_split(cache_dir, val_fraction, seed))
+        sites.append(SiteCases(cache_dir.name, cache_dir, train, val))
+    return sites
+
+
+def _mean(values: Sequence[float]) -> float:
+    return float(sum(values) / len(values)) if values else math.nan
+
+
+def train_on_caches(
+    cache_dirs: Sequence[str | Path],
+    out_dir: str | Path,
+    profile: SegProfile,
+    epochs: int,
+    *,
+    num_threads: int | None = 1,
+    hu_baseline: bool = False,
+    on_validation: Callable[[dict[str, Any]], None] | None = None,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Train one model on the union of the caches' training splits; evaluate per cache and on the union.
+
+    Validates every ``profile.val_interval`` epochs and after the last one; the final model is written to
+    ``out_dir/model.pt`` and the metrics to ``out_dir/metrics.json``. The split of a cache that has none yet
+    is drawn with ``profile.seed``.
+
+    Args:
+        cache_dirs: site caches written by ``dose3d ingest``.
+        out_dir: output folder (created).
+        profile: the segmentation profile.
+        epochs: passes over the pooled training cases.
+        num_threads: torch CPU threads (``None``: torch's default).
+        hu_baseline: also report the best single HU interval (``hu_threshold_baseline``).
+        on_validation: called with each history entry (epoch, train seconds, loss, val_dice).
+        show_progress: progress bars when stderr is a terminal.
+
+    Returns:
+        The metrics written to ``metrics.json``: ``val_dice`` (mean over the union of the validation
+        cases), ``site_val_dice`` (cache name -> mean over its validation cases), ``epochs``, ``seconds``
+        (wall time, caching and validation included), ``train_seconds``, ``seconds_per_epoch``,
+        ``history``, case counts, and ``hu_threshold_baseline`` when asked for. Dice is measured at the
+        profile's voxel size.
+    """
+    start = time.perf_counter()
+    sites = load_site_cases(cache_dirs, seed=profile.seed)
+    trainer = SegTrainer(
+        [case for site in sites for case in site.train],
+        [case for site in sites for case in site.val],
+        profile,
+        num_threads=num_threads,
+        show_progress=show_progress,
+    )
+    history: list[dict[str, Any]] = []
+    train_seconds = 0.0
+    validation: dict[str, Any] = {}
+    while trainer.epochs_done < epochs:
+        result = trainer.train_epochs(min(profile.val_interval, epochs - trainer.epochs_done))
+        train_seconds += result["seconds"]
+        validation = trainer.validate()
+        entry = {
+            "epoch": trainer.epochs_done,
+            "train_seconds": round(train_seconds, 2),
+            "loss": round(result["loss"], 4),
+            "val_dice": round(validation["val_dice"], 4),
+        }
+        history.append(entry)
+        if on_validation is not None:
+            on_validation(entry)
+    if not validation:
+        validation = trainer.validate()
+    case_dice = validation["case_dice"]
+    metrics: dict[str, Any] = {
+        "val_dice": validation["val_dice"],
+        "site_val_dice": {
+            site.name: _mean([case_dice[case["id"]] for case in site.val if case["id"] in case_dice])
+            for site in sites
+        },
+        "epochs": trainer.epochs_done,
+        "seconds": 0.0,
+        "train_seconds": round(train_seconds, 2),
+        "seconds_per_epoch": round(train_seconds / epochs, 2) if epochs else None,
+        "steps_per_epoch": len(trainer.train_loader),
+        "train_cases": {site.name: len(site.train) for site in sites},
+        "val_cases": {site.name: len(site.val) for site in sites},
+        "profile": profile.name,
+        "device": str(trainer.device),
+        "dice_resolution_mm": list(profile.pixdim),
+        "history": history,
+    }
+    if hu_baseline:
+        metrics["hu_threshold_baseline"] = hu_threshold_baseline(trainer.train_cases, trainer.val_cases)
+    metrics["seconds"] = round(time.perf_counter() - start, 2)
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    trainer.save_checkpoint(out_dir / MODEL_NAME, meta={"metrics": _json_safe(metrics)})
+    (out_dir / METRICS_NAME).write_text(json.dumps(_json_safe(metrics), indent=2) + "\n")
+    log.info("wrote %s and %s", out_dir / MODEL_NAME, out_dir / METRICS_NAME)
+    return metrics
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN (a site without a scorable validation case) becomes null: strict JSON has no NaN."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(item) for item in value]
+    return value

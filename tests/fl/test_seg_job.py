@@ -1,0 +1,44 @@
+"""The committed jobs/seg_fedavg is exactly what the recipe exports, and carries no path or secret."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from dose3d_fl.fl.seg_job import JOB_NAME, SegJobConfig, build_seg_recipe, export_seg_job
+
+COMMITTED = Path(__file__).resolve().parents[2] / "jobs" / JOB_NAME
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_committed_job_equals_a_fresh_export(tmp_path: Path) -> None:
+    fresh = export_seg_job(tmp_path)
+    assert _tree(fresh) == _tree(COMMITTED), "jobs/seg_fedavg is stale: run `dose3d fl export`"
+
+
+def test_job_names_no_path_and_no_secret() -> None:
+    for name, content in _tree(COMMITTED).items():
+        text = content.decode()
+        assert not re.search(r'"(/|[A-Za-z]:\\)[^"]*"', text), f"{name} holds an absolute path"
+        assert not re.search(r"password|secret|token|api[_-]?key", text, re.IGNORECASE), name
+
+
+def test_job_selects_on_val_dice_and_runs_cross_site_evaluation() -> None:
+    server = json.loads((COMMITTED / "app" / "config" / "config_fed_server.json").read_text())
+    client = json.loads((COMMITTED / "app" / "config" / "config_fed_client.json").read_text())
+    text = json.dumps(server)
+    assert '"key_metric": "val_dice"' in text
+    assert "CrossSiteModelEval" in text
+    assert "monai.networks.nets.UNet" in text
+    (executor,) = client["executors"]
+    assert executor["executor"]["args"]["task_script_path"] == "seg_client.py"
+    assert (COMMITTED / "app" / "custom" / "seg_client.py").is_file()
+
+
+def test_min_clients_and_rounds_follow_the_config() -> None:
+    recipe = build_seg_recipe(SegJobConfig(num_rounds=7, min_clients=2, local_epochs=3))
+    assert recipe.num_rounds == 7 and recipe.min_clients == 2
