@@ -16,6 +16,16 @@ MANIFEST_FORMAT = "dose3d-site-cache"
 MANIFEST_VERSION = 1
 
 
+def write_json_atomic(path: Path, data: object) -> Path:
+    """Write JSON beside ``path`` and rename it into place, so readers never see a half-written file."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".json", dir=path.parent)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(data, handle, indent=2)
+        handle.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
 @dataclass
 class CaseEntry:
     """One converted case.
@@ -69,13 +79,7 @@ class Manifest:
 
     def save(self, cache_dir: Path) -> Path:
         """Write the manifest atomically (a crash never leaves a half-written file)."""
-        path = cache_dir / MANIFEST_NAME
-        fd, tmp = tempfile.mkstemp(prefix=".manifest-", suffix=".json", dir=cache_dir)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(asdict(self), handle, indent=2)
-            handle.write("\n")
-        os.replace(tmp, path)
-        return path
+        return write_json_atomic(cache_dir / MANIFEST_NAME, asdict(self))
 
     @classmethod
     def load(cls, cache_dir: Path) -> Manifest:

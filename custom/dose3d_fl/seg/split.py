@@ -10,13 +10,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import random
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from dose3d_fl.data.manifest import Manifest
+from dose3d_fl.data.manifest import Manifest, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +37,7 @@ class SiteSplit:
 
     def save(self, cache_dir: Path) -> Path:
         """Write ``split.json`` atomically."""
-        path = cache_dir / SPLIT_NAME
-        fd, tmp = tempfile.mkstemp(prefix=".split-", suffix=".json", dir=cache_dir)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(asdict(self), handle, indent=2)
-            handle.write("\n")
-        os.replace(tmp, path)
-        return path
+        return write_json_atomic(cache_dir / SPLIT_NAME, asdict(self))
 
 
 def draw_split(case_ids: list[str], val_fraction: float = DEFAULT_VAL_FRACTION, seed: int = 0) -> SiteSplit:
