@@ -135,6 +135,197 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_segment(args: argparse.Namespace) -> int:
+    from dose3d_fl.clinical.ct_input import InputSeriesError
+    from dose3d_fl.clinical.model_file import ModelFileError
+    from dose3d_fl.clinical.segment import SegmentConfig, segment_ct
+    from dose3d_fl.data.ct_series import CaseRejectedError
+
+    config = SegmentConfig(
+        model=args.model,
+        dicom=args.dicom,
+        out=args.out,
+        roi_name=args.roi_name,
+        profile=args.profile,
+        series_uid=args.series,
+        device=args.device,
+    )
+    try:
+        result = segment_ct(config)
+    except (ModelFileError, InputSeriesError, CaseRejectedError) as err:
+        return _fail(str(err))
+    print(f"model {args.model}: {result.profile_source}")
+    if result.voxels == 0:
+        print(
+            f"warning: no {args.roi_name} found; the RTSTRUCT holds the ROI without contours", file=sys.stderr
+        )
+    seconds = ", ".join(f"{stage} {value:.1f} s" for stage, value in result.seconds.items())
+    print(
+        f"{args.roi_name}: {result.volume_ml:.1f} mL on {result.contour_slices} slice(s) of series "
+        f"{result.series_instance_uid} ({seconds})"
+    )
+    for path in (result.rtstruct, result.mask, result.preview):
+        print(path)
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from dose3d_fl.report.build import ReportConfig, build_report
+    from dose3d_fl.report.locate import RunNotFoundError
+
+    try:
+        report = build_report(
+            ReportConfig(run=args.run, out=args.out, compare=dict(args.compare), max_overlays=args.overlays)
+        )
+    except (RunNotFoundError, FileNotFoundError, ValueError) as err:
+        return _fail(str(err))
+    print(report)
+    return 0
+
+
+def _named_dir(text: str) -> tuple[str, Path]:
+    name, sep, folder = text.partition("=")
+    if not sep or not name or not folder:
+        raise argparse.ArgumentTypeError(f"--compare expects NAME=DIR, got {text!r}")
+    return name, Path(folder)
+
+
+def _poc_config(args: argparse.Namespace):
+    from dose3d_fl.deploy.poc import PocConfig, site_names
+
+    sites = site_names(args.sites) if getattr(args, "sites", None) else PocConfig().sites
+    patients = tuple(args.patients) if getattr(args, "patients", None) else None
+    return PocConfig(
+        root=args.root,
+        sites=sites,
+        port=getattr(args, "port", 8002),
+        patients=patients,
+        seed=getattr(args, "seed", 0),
+    )
+
+
+def _cmd_poc_up(args: argparse.Namespace) -> int:
+    from dose3d_fl.deploy.poc import PROJECT_ADMIN, PocError, poc_up
+
+    config = _poc_config(args)
+    try:
+        kits = poc_up(config, on_progress=print)
+    except (PocError, ValueError, FileNotFoundError) as err:
+        return _fail(str(err))
+    print(f"POC running: server localhost:{kits.fed_learn_port}, clients {', '.join(kits.clients)}")
+    print(f"admin console: {kits.admins[PROJECT_ADMIN] / 'startup' / 'fl_admin.sh'} (see poc/README.md)")
+    print(f"stop it with: dose3d poc down --root {args.root}")
+    return 0
+
+
+def _cmd_poc_submit(args: argparse.Namespace) -> int:
+    from dose3d_fl.deploy.poc import PocError, poc_submit, resolve_job
+
+    try:
+        job = resolve_job(args.job)
+        outcome = poc_submit(
+            _poc_config(args),
+            job,
+            wait=args.wait,
+            timeout=args.timeout,
+            on_status=lambda status, seconds: print(f"[{seconds:6.0f} s] {status}", flush=True),
+        )
+    except (PocError, TimeoutError) as err:
+        return _fail(str(err))
+    print(f"job {outcome.job_id}: {outcome.status}")
+    if outcome.result_dir is not None:
+        print(f"result: {outcome.result_dir}")
+    return 0 if outcome.completed or not args.wait else 1
+
+
+def _cmd_poc_status(args: argparse.Namespace) -> int:
+    from dose3d_fl.deploy.poc import poc_status
+
+    status = poc_status(_poc_config(args))
+    for name, (pid, alive) in status.processes.items():
+        print(f"{name:<24} pid {pid:<8} {'running' if alive else 'stopped'}")
+    if status.error:
+        print(status.error)
+        return 1
+    print(f"connected clients: {', '.join(status.clients) or '(none)'}")
+    for job in status.jobs:
+        print(f"job {job['job_id']}  {job['name']}  {job['status']}")
+    return 0
+
+
+def _cmd_poc_down(args: argparse.Namespace) -> int:
+    from dose3d_fl.deploy.poc import PocError, poc_down
+
+    try:
+        pids = poc_down(_poc_config(args))
+    except PocError as err:
+        return _fail(str(err))
+    print(f"stopped {len(pids)} process(es): {pids}" if pids else "no POC process was running")
+    return 0
+
+
+def _cmd_provision(args: argparse.Namespace) -> int:
+    from dose3d_fl.deploy.provision import ProvisionConfig, provision
+
+    try:
+        kits = provision(
+            ProvisionConfig(
+                project_file=args.project,
+                workspace=args.workspace,
+                server_host=args.server_host,
+                fed_learn_port=args.port,
+            )
+        )
+    except (RuntimeError, ValueError, FileNotFoundError) as err:
+        return _fail(str(err))
+    print(f"server kit: {kits.server}")
+    for name, kit in {**kits.clients, **kits.admins}.items():
+        print(f"{name} kit: {kit}")
+    print("give each participant its own kit only; sites continue with sites/DEPLOY.md")
+    return 0
+
+
+def _add_deploy_parsers(sub: argparse._SubParsersAction) -> None:
+    poc = sub.add_parser(
+        "poc", help="a federation on this host: NVFlare POC with real processes"
+    ).add_subparsers(dest="poc_command", required=True)
+    root_help = "POC folder (default runs/poc)"
+    up = poc.add_parser("up", help="prepare the POC workspace and data, start server and clients")
+    up.add_argument("--root", type=Path, default=Path("runs/poc"), help=root_help)
+    up.add_argument("--sites", type=int, default=3, help="number of sites hospital-a, ... (default 3)")
+    up.add_argument("--port", type=int, default=8002, help="server port on localhost (default 8002)")
+    up.add_argument(
+        "--patients", type=_patients, default=None, help="synthetic patients per site when data are missing"
+    )
+    up.add_argument("--seed", type=int, default=0, help="synthetic data seed")
+    up.set_defaults(func=_cmd_poc_up)
+    submit = poc.add_parser("submit", help="submit a job folder through the FLARE API")
+    submit.add_argument("job", help="job folder, or a job name under jobs/ (e.g. seg_fedavg)")
+    submit.add_argument(
+        "--wait", action="store_true", help="wait, download the result, exit 0 only if completed"
+    )
+    submit.add_argument("--timeout", type=float, default=0.0, help="seconds to wait (default 0: no limit)")
+    submit.add_argument("--root", type=Path, default=Path("runs/poc"), help=root_help)
+    submit.set_defaults(func=_cmd_poc_submit)
+    status = poc.add_parser("status", help="processes, connected clients and jobs")
+    status.add_argument("--root", type=Path, default=Path("runs/poc"), help=root_help)
+    status.set_defaults(func=_cmd_poc_status)
+    down = poc.add_parser("down", help="stop every POC process (jobs included) by PID")
+    down.add_argument("--root", type=Path, default=Path("runs/poc"), help=root_help)
+    down.set_defaults(func=_cmd_poc_down)
+
+    prov = sub.add_parser(
+        "provision", help="startup kits for a real federation (nvflare provision + site policy)"
+    )
+    prov.add_argument("-p", "--project", type=Path, default=Path("server/project.yml"), help="project file")
+    prov.add_argument(
+        "-w", "--workspace", type=Path, default=Path("runs/provision"), help="output (default runs/provision)"
+    )
+    prov.add_argument("--server-host", default=None, help="host clients connect to, if not the server's name")
+    prov.add_argument("--port", type=int, default=None, help="server port (default: the project's)")
+    prov.set_defaults(func=_cmd_provision)
+
+
 def _fail(message: str) -> int:
     print(f"dose3d: error: {message}", file=sys.stderr)
     return 2
@@ -218,6 +409,39 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--profile", default="cpu-small")
     simulate.add_argument("--seed", type=int, default=0, help="synthetic data seed")
     simulate.set_defaults(func=_cmd_fl_simulate)
+
+    segment = sub.add_parser(
+        "segment", help="segment a new patient's CT series into an RTSTRUCT (+ mask NIfTI and preview PNG)"
+    )
+    segment.add_argument(
+        "--model", type=Path, required=True, help="dose3d train's model.pt or NVFlare's FL_global_model.pt"
+    )
+    segment.add_argument("--dicom", type=Path, required=True, help="folder holding the CT series")
+    segment.add_argument("--out", type=Path, required=True, help="output folder (created)")
+    segment.add_argument("--roi-name", default="SPLEEN", help="ROI name in the RTSTRUCT (default SPLEEN)")
+    segment.add_argument(
+        "--profile", default=None, help="profile of a model file that stores none (default cpu-small)"
+    )
+    segment.add_argument("--series", default=None, help="SeriesInstanceUID when the folder holds several")
+    segment.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA when available)")
+    segment.set_defaults(func=_cmd_segment)
+
+    report = sub.add_parser("report", help="write report.html + PNGs for a finished federated run")
+    report.add_argument("run", type=Path, help="simulator workspace or downloaded job result folder")
+    report.add_argument("--out", type=Path, default=None, help="output folder (default RUN/report)")
+    report.add_argument(
+        "--compare",
+        type=_named_dir,
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="a `dose3d train --out DIR` run to compare with (repeatable)",
+    )
+    report.add_argument(
+        "--overlays", type=int, default=3, help="sample cases drawn with the global model (default 3)"
+    )
+    report.set_defaults(func=_cmd_report)
+    _add_deploy_parsers(sub)
     return parser
 
 

@@ -1,0 +1,150 @@
+"""Admin operations through NVFlare's FLARE API, with an admin startup kit: connect, submit, wait, download.
+
+This is what the interactive admin console (``startup/fl_admin.sh``: ``submit_job``, ``list_jobs``,
+``download_job``) does, as functions. A FLARE API session authenticates with the kit's certificate (mTLS)
+and acts with the role that certificate carries; the server's ``local/authorization.json`` decides.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from nvflare.fuel.flare_api.flare_api import Session, new_secure_session
+
+logger = logging.getLogger(__name__)
+
+COMPLETED = "FINISHED:COMPLETED"
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """How a submitted job ended.
+
+    Args:
+        job_id: the server's job ID.
+        status: the final status (``FINISHED:COMPLETED`` when it ran to completion).
+        result_dir: where the result was downloaded (None when not downloaded).
+    """
+
+    job_id: str
+    status: str
+    result_dir: Path | None = None
+
+    @property
+    def completed(self) -> bool:
+        """Whether the job finished normally."""
+        return self.status == COMPLETED
+
+
+def admin_username(admin_kit: Path) -> str:
+    """The user name an admin kit was provisioned for.
+
+    Raises:
+        FileNotFoundError: the folder is not an admin startup kit.
+    """
+    config = Path(admin_kit) / "startup" / "fed_admin.json"
+    if not config.is_file():
+        raise FileNotFoundError(f"{config} not found: {admin_kit} is not an admin startup kit")
+    return json.loads(config.read_text())["admin"]["username"]
+
+
+def open_session(admin_kit: Path, timeout: float = 60.0) -> Session:
+    """A FLARE API session as the kit's admin; close it with ``session.close()``.
+
+    Args:
+        admin_kit: the admin's startup kit (the folder holding ``startup/``).
+        timeout: how long to try to reach the server.
+    """
+    admin_kit = Path(admin_kit).resolve()
+    return new_secure_session(admin_username(admin_kit), str(admin_kit), timeout=timeout)
+
+
+def connected_clients(session: Session) -> list[str]:
+    """Names of the clients connected to the server now."""
+    return sorted(client.name for client in session.get_system_info().client_info)
+
+
+def wait_for_clients(session: Session, names: Iterable[str], timeout: float = 120.0) -> None:
+    """Wait until every client in ``names`` is connected.
+
+    Raises:
+        TimeoutError: naming the clients that did not connect.
+    """
+    wanted = set(names)
+    deadline = time.monotonic() + timeout
+    while True:
+        missing = wanted - set(connected_clients(session))
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"clients {sorted(missing)} did not connect within {timeout:.0f} s; see their console.log"
+            )
+        time.sleep(1.0)
+
+
+def wait_for_job(
+    session: Session,
+    job_id: str,
+    timeout: float = 0.0,
+    on_status: Callable[[str, float], None] | None = None,
+    poll_interval: float = 2.0,
+) -> str:
+    """Wait for a job to finish and return its final status.
+
+    Args:
+        session: an open session.
+        job_id: the job.
+        timeout: seconds to wait; 0 waits for ever.
+        on_status: called with (status, seconds since waiting began) whenever the status changes.
+        poll_interval: seconds between polls.
+
+    Raises:
+        TimeoutError: the job is still running after ``timeout`` seconds.
+    """
+    start = time.monotonic()
+    last = None
+    while True:
+        status = session.get_job_meta(job_id).get("status", "")
+        if status != last:
+            last = status
+            logger.info("job %s: %s", job_id, status)
+            if on_status is not None:
+                on_status(status, time.monotonic() - start)
+        if status.startswith("FINISHED"):
+            return status
+        if timeout and time.monotonic() - start > timeout:
+            raise TimeoutError(
+                f"job {job_id} is still {status} after {timeout:.0f} s; abort it or wait longer"
+            )
+        time.sleep(poll_interval)
+
+
+def run_job(
+    session: Session,
+    job_dir: Path,
+    download_to: Path | None,
+    timeout: float = 0.0,
+    on_status: Callable[[str, float], None] | None = None,
+) -> JobOutcome:
+    """Submit a job folder, wait for it to finish and download its result.
+
+    Args:
+        session: an open session.
+        job_dir: the job folder (``meta.json`` + apps).
+        download_to: parent folder for the result (``<download_to>/<job_id>``); None skips the download.
+        timeout: seconds to wait for the job; 0 waits for ever.
+        on_status: progress callback, see :func:`wait_for_job`.
+    """
+    job_id = session.submit_job(str(Path(job_dir).resolve()))
+    logger.info("submitted %s as job %s", job_dir, job_id)
+    status = wait_for_job(session, job_id, timeout, on_status)
+    result_dir = None
+    if download_to is not None:
+        result_dir = Path(session.download_job_result(job_id, str(Path(download_to).resolve())))
+    return JobOutcome(job_id, status, result_dir)
