@@ -51,6 +51,7 @@ def test_default_profile_is_cpu_small_at_4_mm():
         ({"loss": "focal"}, "loss"),
         ({"norm": "group"}, "norm"),
         ({"hu_min": 200.0}, "hu_min"),
+        ({"lr_schedule": "step"}, "lr_schedule"),
     ],
 )
 def test_invalid_profiles_are_refused_with_the_reason(changes, message):
@@ -80,3 +81,12 @@ def test_a_file_that_is_not_a_checkpoint_is_refused(tmp_path):
         load_checkpoint(tmp_path / "other.pt")
     with pytest.raises(FileNotFoundError):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_cosine_schedule_decays_from_lr_to_the_floor():
+    profile = get_profile().replace(lr=1e-3, lr_schedule="cosine", min_lr_ratio=0.1)
+    assert profile.learning_rate(0.0) == pytest.approx(1e-3)
+    assert profile.learning_rate(0.5) == pytest.approx(0.55e-3)
+    assert profile.learning_rate(1.0) == pytest.approx(1e-4)
+    assert profile.learning_rate(2.0) == pytest.approx(1e-4)  # a resumed run past its planned end
+    assert profile.replace(lr_schedule="constant").learning_rate(0.9) == 1e-3

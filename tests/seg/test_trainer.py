@@ -100,3 +100,11 @@ def test_missing_files_and_keys_are_reported(cases, tmp_path):
         SegTrainer([{"image": train[0]["image"]}], val)
     with pytest.raises(ValueError, match="no training cases"):
         SegTrainer([], val, TINY_PROFILE).train_epochs(1)
+
+
+def test_set_progress_applies_the_profile_schedule_to_the_optimiser(cases):
+    train, val = cases
+    profile = TINY_PROFILE.replace(lr=2e-3, lr_schedule="cosine", min_lr_ratio=0.0)
+    trainer = SegTrainer(train, val, profile, num_threads=1)
+    assert trainer.set_progress(0.5) == pytest.approx(1e-3)
+    assert [group["lr"] for group in trainer.optimizer.param_groups] == [pytest.approx(1e-3)]

@@ -18,6 +18,7 @@ from nvflare.recipe import SimEnv
 from dose3d_fl.data.ingest import ingest_site
 from dose3d_fl.data.manifest import MANIFEST_NAME
 from dose3d_fl.data.synth import DEFAULT_PATIENTS, synthesize_federation
+from dose3d_fl.fl.log_config import write_log_config
 from dose3d_fl.fl.seg_job import JOB_NAME, SegJobConfig, build_seg_recipe, execute_seg_recipe
 from dose3d_fl.fl.site_config import SITE_CONFIG_DIR_ENV, SiteConfig
 
@@ -70,7 +71,12 @@ def simulate_seg(config: SimulationConfig) -> dict:
     os.environ[SITE_CONFIG_DIR_ENV] = str(write_site_configs(workspace, caches))
     job = SegJobConfig(**{**config.job.__dict__, "min_clients": config.sites})
     recipe = build_seg_recipe(job)
-    env = SimEnv(num_clients=config.sites, num_threads=config.sites, workspace_root=str(workspace / "sim"))
+    env = SimEnv(
+        num_clients=config.sites,
+        num_threads=config.sites,
+        workspace_root=str(workspace / "sim"),
+        log_config=str(write_log_config(workspace)),
+    )
     execute_seg_recipe(recipe, env)
     summary = summarise_simulation(workspace / "sim" / JOB_NAME / "server" / "simulate_job", job.num_rounds)
     (workspace / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -137,8 +143,8 @@ def _model_names(cross_site: dict) -> set[str]:
 
 def format_simulation_summary(summary: dict) -> str:
     """Plain-text tables: global Dice per round, per-site Dice of the final model, cross-site matrix."""
-    lines = ["round  global val Dice (union of sites' validation cases)"]
-    lines += [f"{r:>5}  {dice:.4f}" for r, dice in enumerate(summary["round_val_dice"])]
+    lines = ["round  Dice of the global model after the round (union of the sites' validation cases)"]
+    lines += [f"{r:>5}  {dice:.4f}" for r, dice in enumerate(summary["round_val_dice"], start=1)]
     lines += ["", f"{'site':<10} {'val cases':>9}  final global model Dice"]
     for site, dice in sorted(summary["site_val_dice"].items()):
         lines.append(f"{site:<10} {summary['site_val_cases'].get(site, 0):>9}  {dice:.4f}")

@@ -12,10 +12,12 @@ must be resampled, windowed and cropped. Two profiles ship:
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 LOSSES = ("dice_ce", "dice")
+LR_SCHEDULES = ("constant", "cosine")
 # Fields that change the network's tensors or what its input means: two profiles that differ in one of
 # them cannot share weights.
 MODEL_FIELDS = (
@@ -52,7 +54,11 @@ class SegProfile:
         batch_size: cases per optimisation step.
         num_samples: random crops per case per step (the network sees ``batch_size * num_samples`` crops).
         pos_neg: relative frequency of crops centred on the label vs. on background.
-        lr: Adam learning rate.
+        lr: Adam learning rate (at the start of training).
+        lr_schedule: ``"constant"``, or ``"cosine"``: ``lr`` decays along half a cosine to
+            ``lr * min_lr_ratio`` at the end of training (the last epoch centrally, the last round in a
+            federation).
+        min_lr_ratio: final learning rate as a share of ``lr`` (cosine schedule).
         weight_decay: Adam weight decay.
         loss: ``"dice_ce"`` (Dice + cross-entropy) or ``"dice"``.
         intensity_shift: random intensity shift range (window units, 1.0 = ``hu_max - hu_min``); covers the
@@ -86,6 +92,8 @@ class SegProfile:
     num_samples: int = 4
     pos_neg: tuple[float, float] = (1.0, 1.0)
     lr: float = 1e-4
+    lr_schedule: str = "constant"
+    min_lr_ratio: float = 0.0
     weight_decay: float = 0.0
     loss: str = "dice_ce"
     intensity_shift: float = 0.05
@@ -108,6 +116,10 @@ class SegProfile:
             )
         if self.loss not in LOSSES:
             raise ValueError(f"profile {self.name!r}: loss {self.loss!r} is not one of {', '.join(LOSSES)}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(
+                f"profile {self.name!r}: lr_schedule {self.lr_schedule!r} is not one of {', '.join(LR_SCHEDULES)}"
+            )
         if self.norm not in NORMS:
             raise ValueError(f"profile {self.name!r}: norm {self.norm!r} is not one of {', '.join(NORMS)}")
         if 0 in self.flip_axes:
@@ -146,6 +158,14 @@ class SegProfile:
         """Names of the ``MODEL_FIELDS`` in which two profiles differ (empty: they can share weights)."""
         return [name for name in MODEL_FIELDS if getattr(self, name) != getattr(other, name)]
 
+    def learning_rate(self, progress: float) -> float:
+        """The scheduled learning rate at ``progress`` (0: start of training, 1: end; clipped to [0, 1])."""
+        if self.lr_schedule == "constant":
+            return self.lr
+        progress = min(max(progress, 0.0), 1.0)
+        floor = self.lr * self.min_lr_ratio
+        return floor + (self.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
     def replace(self, **changes: Any) -> SegProfile:
         """A copy with some fields changed (e.g. ``profile.replace(seed=1)``)."""
         return dataclasses.replace(self, **changes)
@@ -167,6 +187,8 @@ PROFILES: dict[str, SegProfile] = {
             batch_size=1,
             num_samples=2,
             lr=1e-3,
+            lr_schedule="cosine",
+            min_lr_ratio=0.05,
             loss="dice_ce",
             intensity_shift=0.05,
             intensity_scale=0.1,

@@ -142,6 +142,16 @@ class SegTrainer:
 
     # -- training and validation ----------------------------------------------------------------------------
 
+    def set_progress(self, progress: float) -> float:
+        """Set the optimiser's learning rate to the profile's schedule at ``progress`` (0..1); return it.
+
+        Centrally ``progress`` is the share of epochs done; in a federation, the share of rounds done.
+        """
+        lr = self.profile.learning_rate(progress)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
     def train_epochs(self, epochs: int = 1) -> dict[str, float | int]:
         """Train for ``epochs`` passes over the training cases.
 

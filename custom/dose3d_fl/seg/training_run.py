@@ -106,13 +106,17 @@ def train_on_caches(
     train_seconds = 0.0
     validation: dict[str, Any] = {}
     while trainer.epochs_done < epochs:
-        result = trainer.train_epochs(min(profile.val_interval, epochs - trainer.epochs_done))
-        train_seconds += result["seconds"]
+        losses = []
+        for _ in range(min(profile.val_interval, epochs - trainer.epochs_done)):
+            trainer.set_progress(trainer.epochs_done / epochs)
+            result = trainer.train_epochs(1)
+            train_seconds += result["seconds"]
+            losses.append(result["loss"])
         validation = trainer.validate()
         entry = {
             "epoch": trainer.epochs_done,
             "train_seconds": round(train_seconds, 2),
-            "loss": round(result["loss"], 4),
+            "loss": round(_mean(losses), 4),
             "val_dice": round(validation["val_dice"], 4),
         }
         history.append(entry)

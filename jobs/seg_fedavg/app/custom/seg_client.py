@@ -45,13 +45,17 @@ def main() -> None:
             continue
         # Train task: report the received global model's Dice (selects the best global model), then train.
         writer.add_scalar("val_dice_global", float(metrics["val_dice"]), incoming.current_round)
+        # The profile's learning-rate schedule runs over the job's rounds (the share of rounds done).
+        progress = (incoming.current_round or 0) / max(incoming.total_rounds or 1, 1)
+        lr = trainer.set_progress(progress)
         stats = trainer.train_epochs(args.local_epochs)
         writer.add_scalar("train_loss", float(stats["loss"]), incoming.current_round)
         logger.info(
-            "%s round %s: global val_dice %.4f, local loss %.4f (%d steps, %.1f s)",
+            "%s round %s: global val_dice %.4f, lr %.2e, local loss %.4f (%d steps, %.1f s)",
             site,
             incoming.current_round,
             metrics["val_dice"],
+            lr,
             stats["loss"],
             stats["steps"],
             stats["seconds"],
@@ -59,7 +63,11 @@ def main() -> None:
         flare.send(
             flare.FLModel(
                 params=trainer.get_weights(),
-                metrics={"val_dice": float(metrics["val_dice"]), "train_loss": float(stats["loss"])},
+                metrics={
+                    "val_dice": float(metrics["val_dice"]),
+                    "val_cases": int(metrics["cases"]),
+                    "train_loss": float(stats["loss"]),
+                },
                 meta={"NUM_STEPS_CURRENT_ROUND": int(stats["steps"])},
             )
         )
