@@ -1,0 +1,178 @@
+"""A provisioned federation on loopback: server/project.yml -> startup kits -> real processes -> FLARE API.
+
+One server and two sites are provisioned (with this project's site policies), started from their kits as
+separate processes and shared by the tests of this module; the fixture stops them by PID and checks that no
+port is left listening. The security tests use the same server: a client signed by another root CA, an
+admin with role ``member``, and an ``org_admin`` (no BYOC right) submitting a job that carries code.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from nvflare.fuel.flare_api.api_spec import AuthorizationError
+
+from dose3d_fl.deploy import admin
+from dose3d_fl.deploy.processes import (
+    ParticipantProcess,
+    free_port,
+    listening_ports,
+    port_is_listening,
+    start_participant,
+    stop_participants,
+    wait_for_port,
+)
+from dose3d_fl.deploy.provision import ProvisionConfig, StartupKits, provision
+from dose3d_fl.fl.site_config import SITE_CONFIG_NAME, SiteConfig
+from tests.deploy.conftest import REPO, make_tiny_cache
+
+pytestmark = [pytest.mark.slow, pytest.mark.deploy]
+
+SITES = ("hospital-a", "hospital-b")
+ADMINS = {
+    "admin@coordinator.org": ("coordinator", "project_admin"),
+    "lead@coordinator.org": ("coordinator", "lead"),
+    "it@hospital-a.org": ("hospital_a", "org_admin"),
+    "viewer@coordinator.org": ("coordinator", "member"),
+}
+
+
+def _provision_config(workspace: Path, port: int, sites: tuple[str, ...] = SITES) -> ProvisionConfig:
+    return ProvisionConfig(
+        project_file=REPO / "server" / "project.yml",
+        workspace=workspace,
+        server_policy_dir=REPO / "server" / "local",
+        site_policy_dir=REPO / "sites" / "local",
+        server_host="localhost",
+        fed_learn_port=port,
+        sites=sites,
+        admins=ADMINS,
+    )
+
+
+@dataclass
+class Federation:
+    kits: StartupKits
+    processes: list[ParticipantProcess]
+
+    def admin_kit(self, email: str) -> Path:
+        return self.kits.admins[email]
+
+
+@pytest.fixture(scope="module")
+def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
+    root = tmp_path_factory.mktemp("provisioned")
+    kits = provision(_provision_config(root / "workspace", free_port()))
+    for seed, (site, kit) in enumerate(kits.clients.items(), 1):
+        cache = make_tiny_cache(root / "dicom" / site, root / "cache" / site, seed)
+        SiteConfig(cache_dir=str(cache), num_threads=1).save(kit / "local" / SITE_CONFIG_NAME)
+    processes: list[ParticipantProcess] = []
+    try:
+        processes.append(start_participant("server", kits.server))
+        wait_for_port(kits.fed_learn_port, processes[0])
+        processes += [start_participant(site, kit) for site, kit in kits.clients.items()]
+        session = admin.open_session(kits.admins["admin@coordinator.org"])
+        try:
+            admin.wait_for_clients(session, SITES, timeout=90)
+        finally:
+            session.close()
+        yield Federation(kits, processes)
+    finally:
+        pids = stop_participants(processes)
+        assert not listening_ports(pids)
+        assert not port_is_listening(kits.fed_learn_port)
+        assert not any(p.is_running() for p in processes)
+
+
+def test_kits_carry_the_project_site_policies(federation: Federation) -> None:
+    for kit in federation.kits.clients.values():
+        for name in ("authorization.json", "privacy.json", "resources.json"):
+            assert (kit / "local" / name).read_bytes() == (REPO / "sites" / "local" / name).read_bytes()
+    server_policy = federation.kits.server / "local" / "authorization.json"
+    assert server_policy.read_bytes() == (REPO / "server" / "local" / "authorization.json").read_bytes()
+
+
+def test_segmentation_job_runs_to_completion(
+    federation: Federation, tiny_seg_job: Path, tmp_path: Path
+) -> None:
+    session = admin.open_session(federation.admin_kit("lead@coordinator.org"))
+    try:
+        outcome = admin.run_job(session, tiny_seg_job, tmp_path / "results", timeout=300)
+    finally:
+        session.close()
+
+    assert outcome.status == "FINISHED:COMPLETED"
+    server = outcome.result_dir / "workspace"
+    weights = torch.load(server / "app_server" / "FL_global_model.pt", weights_only=False)["model"]
+    assert any(key.endswith("weight") for key in weights)
+    cross = json.loads((server / "cross_site_val" / "cross_val_results.json").read_text())
+    assert set(cross) == set(SITES)
+    for results in cross.values():
+        assert set(SITES) <= set(results)  # each site evaluated both site models ...
+        assert any("global" in model.lower() for model in results)  # ... and the global model
+        assert all(0.0 <= r["val_dice"] <= 1.0 for r in results.values())
+
+
+def test_admin_with_role_member_cannot_submit(federation: Federation, tiny_seg_job: Path) -> None:
+    session = admin.open_session(federation.admin_kit("viewer@coordinator.org"))
+    try:
+        jobs_before = len(session.list_jobs())  # a member may look
+        with pytest.raises(AuthorizationError):
+            session.submit_job(str(tiny_seg_job))
+        assert len(session.list_jobs()) == jobs_before
+    finally:
+        session.close()
+
+
+def test_job_with_custom_code_from_org_admin_is_refused(federation: Federation, tiny_seg_job: Path) -> None:
+    # org_admin may submit jobs (authorization.json) but not ones that carry code (byoc: none); seg_fedavg
+    # carries its client script in app/custom.
+    assert (tiny_seg_job / "app" / "custom").is_dir()
+    session = admin.open_session(federation.admin_kit("it@hospital-a.org"))
+    try:
+        job_id = session.submit_job(str(tiny_seg_job))
+        status = admin.wait_for_job(session, job_id, timeout=120)
+    finally:
+        session.close()
+    assert status != "FINISHED:COMPLETED"
+    server_log = (federation.kits.server / "log.txt").read_text()
+    assert "BYOC not permitted" in server_log
+    assert not any((kit / job_id).exists() for kit in federation.kits.clients.values())
+
+
+def test_client_signed_by_another_root_ca_cannot_join(federation: Federation, tmp_path: Path) -> None:
+    # Same project name and server address, provisioned again elsewhere: a kit of another root CA.
+    impostor_kits = provision(
+        _provision_config(tmp_path / "other_ca", federation.kits.fed_learn_port, sites=("hospital-x",))
+    )
+    impostor_kit = impostor_kits.clients["hospital-x"]
+    real_root = federation.kits.server / "startup" / "rootCA.pem"
+    assert (impostor_kit / "startup" / "rootCA.pem").read_bytes() != real_root.read_bytes()
+
+    impostor = start_participant("hospital-x", impostor_kit)
+    try:
+        session = admin.open_session(federation.admin_kit("admin@coordinator.org"))
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and "CERTIFICATE_VERIFY_FAILED" not in _text(impostor.log):
+                assert "hospital-x" not in admin.connected_clients(session)
+                time.sleep(1)
+            assert "CERTIFICATE_VERIFY_FAILED" in _text(impostor.log), _text(impostor.log)[-2000:]
+            assert impostor.is_running()  # it keeps trying, and keeps failing
+            assert admin.connected_clients(session) == sorted(SITES)
+        finally:
+            session.close()
+    finally:
+        stop_participants([impostor])
+    assert not impostor.is_running()
+    assert "hospital-x" not in _text(str(federation.kits.server / "log.txt"))
+
+
+def _text(path: str) -> str:
+    return Path(path).read_text() if Path(path).is_file() else ""
