@@ -1,0 +1,94 @@
+"""Find, validate and load the one CT series a clinician asks to segment, with the ingestion rules."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydicom.dataset import Dataset
+
+from dose3d_fl.data.ct_series import CaseRejectedError, CTVolume, check_ct_geometry, load_ct_series
+from dose3d_fl.data.discovery import SeriesFiles, discover_dicom
+
+log = logging.getLogger(__name__)
+
+
+class InputSeriesError(Exception):
+    """The input folder does not hold exactly one usable CT series; the message is the one-line reason."""
+
+
+@dataclass
+class InputSeries:
+    """A validated CT series to segment.
+
+    Attributes:
+        volume: HU volume, grid and per-slice SOP instance UIDs (slice order).
+        reference: header of one slice (patient, study, series, frame of reference), no pixel data.
+        folder: the folder it was read from.
+    """
+
+    volume: CTVolume
+    reference: Dataset
+    folder: Path
+
+
+def load_input_series(folder: str | Path, series_uid: str | None = None, min_slices: int = 3) -> InputSeries:
+    """Load the CT series under ``folder``, checked like ``dose3d ingest`` checks a training case.
+
+    Other objects in the folder (an RTSTRUCT, a topogram, non-DICOM files) are ignored; an unreadable
+    DICOM file is not, since it may be a missing slice.
+
+    Args:
+        folder: a folder holding the series (any layout, any file names).
+        series_uid: which series when the folder holds several usable CT series.
+        min_slices: fewest slices accepted as a 3D volume.
+
+    Returns:
+        The validated series.
+
+    Raises:
+        InputSeriesError: missing folder, unreadable files, no CT series, several without ``series_uid``.
+        CaseRejectedError: the series breaks an ingestion rule (gap, tilt, mixed geometry, bad pixels...).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputSeriesError(f"CT folder {folder} does not exist or is not a folder")
+    inventory = discover_dicom(folder)
+    if inventory.unreadable:
+        path, reason = inventory.unreadable[0]
+        raise InputSeriesError(
+            f"{path}: {reason}; remove it or re-export the series ({len(inventory.unreadable)} such file(s))"
+        )
+    ct_series = [s for s in inventory.image_series.values() if s.modality == "CT"]
+    if series_uid is not None:
+        chosen = [s for s in ct_series if s.series_instance_uid == series_uid]
+        if not chosen:
+            raise InputSeriesError(f"no CT series {series_uid} in {folder}")
+        series = chosen[0]
+    else:
+        series = _the_volume_series(folder, ct_series, min_slices)
+    volume = load_ct_series(series, min_slices=min_slices)
+    log.info("%s: series %s, %s voxels", folder, series.series_instance_uid, volume.geometry.shape)
+    return InputSeries(volume=volume, reference=series.headers[0], folder=folder)
+
+
+def _the_volume_series(folder: Path, ct_series: list[SeriesFiles], min_slices: int) -> SeriesFiles:
+    if not ct_series:
+        raise InputSeriesError(f"no CT image series in {folder} (is it the CT export folder?)")
+    if len(ct_series) == 1:
+        return ct_series[0]
+    # A PACS export puts the topogram beside the axial series: keep the series that are 3D volumes.
+    volumes = []
+    for series in ct_series:
+        try:
+            check_ct_geometry(series, min_slices)
+        except CaseRejectedError:
+            continue
+        volumes.append(series)
+    if len(volumes) == 1:
+        return volumes[0]
+    if not volumes:
+        return ct_series[0]  # loading it raises the reason it cannot be used
+    listed = ", ".join(f"{s.series_instance_uid} ({len(s.files)} files)" for s in volumes)
+    raise InputSeriesError(f"{folder} holds {len(volumes)} CT series: {listed}; choose one with --series")

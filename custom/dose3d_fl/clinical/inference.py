@@ -1,0 +1,138 @@
+"""Run a segmentation model on one CT volume and map the prediction back to the CT's own grid.
+
+The CT is written to a temporary NIfTI exactly as ``dose3d ingest`` writes training images, so the
+profile's own MONAI preprocessing (RAS, resampling, body crop, HU window, padding) runs unchanged; MONAI's
+``Invertd`` then undoes the spatial steps on the foreground probability, which is thresholded on the
+original grid (smoother than resampling a label).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from monai.transforms import Invertd
+
+from dose3d_fl.clinical.model_file import ModelFileError, SegmentationModel
+from dose3d_fl.clinical.postprocess import clean_organ_mask
+from dose3d_fl.data.ct_series import CTVolume
+from dose3d_fl.data.discovery import one_line
+from dose3d_fl.seg.trainer import SegTrainer
+from dose3d_fl.seg.transforms import IMAGE, eval_transforms
+
+log = logging.getLogger(__name__)
+
+PREDICTION = "prediction"
+
+
+@dataclass
+class Prediction:
+    """A predicted organ on the CT grid.
+
+    Attributes:
+        mask: boolean ``(columns, rows, slices)`` mask after post-processing.
+        raw_voxels: foreground voxels before post-processing.
+        seconds: wall time per stage (``preprocess``, ``network``, ``invert``, ``postprocess``).
+    """
+
+    mask: np.ndarray
+    raw_voxels: int
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def save_nifti(array: np.ndarray, affine: np.ndarray, path: Path) -> Path:
+    """Write a NIfTI with the affine as both qform and sform (as ingestion writes its cases)."""
+    image = nib.Nifti1Image(array, affine)
+    image.set_qform(affine, code=1)
+    image.set_sform(affine, code=1)
+    image.header.set_xyzt_units("mm")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(image, path)
+    return path
+
+
+def load_predictor(model: SegmentationModel, device: str | None = None) -> SegTrainer:
+    """The profile's network with the model's weights, ready for ``predict`` (the trainer's inference).
+
+    Raises:
+        ModelFileError: the weights do not fit the profile's network.
+    """
+    predictor = SegTrainer([], [], model.profile, device=device, show_progress=False)
+    try:
+        predictor.set_weights(model.weights)
+    except (RuntimeError, KeyError) as err:
+        raise ModelFileError(
+            f"{model.path}: its weights do not fit the network of profile {model.profile.name!r} "
+            f"({one_line(err, 160)}); pass the profile it was trained with (--profile)"
+        ) from err
+    return predictor
+
+
+def predict_organ(predictor: SegTrainer, volume: CTVolume, threshold: float = 0.5) -> Prediction:
+    """Segment class 1 of the profile on a CT volume and return it on the volume's own grid.
+
+    Args:
+        predictor: from :func:`load_predictor`.
+        volume: the validated CT.
+        threshold: foreground probability threshold on the original grid.
+
+    Returns:
+        The cleaned mask (largest connected component, slice holes filled) and timings.
+    """
+    start = time.perf_counter()
+    hu = np.rint(volume.hu).astype(np.int16) if volume.integer_hu else volume.hu
+    with tempfile.TemporaryDirectory(prefix="dose3d-segment-") as tmp:
+        path = save_nifti(hu, volume.geometry.affine_ras, Path(tmp) / "ct.nii")
+        written = time.perf_counter() - start
+        prediction = predict_organ_nifti(predictor, path, threshold)
+    prediction.seconds["preprocess"] += written
+    return prediction
+
+
+def predict_organ_nifti(predictor: SegTrainer, image_path: Path, threshold: float = 0.5) -> Prediction:
+    """:func:`predict_organ` on a CT already stored as NIfTI (HU), e.g. a case of a site cache.
+
+    Returns:
+        The cleaned mask on the NIfTI's voxel grid, and timings.
+    """
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+    preprocess = eval_transforms(predictor.profile, with_label=False)
+    data = preprocess({IMAGE: str(image_path)})
+    image = data[IMAGE]
+    image = image if isinstance(image, MetaTensor) else MetaTensor(image)
+    seconds["preprocess"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    logits = predictor.predict(image.unsqueeze(0))[0].float().cpu()
+    probability = torch.softmax(logits, dim=0)[1:2]
+    seconds["network"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    prediction = MetaTensor(probability, meta=image.meta, applied_operations=image.applied_operations)
+    invert = Invertd(keys=PREDICTION, transform=preprocess, orig_keys=IMAGE, nearest_interp=False)
+    restored = invert({PREDICTION: prediction, IMAGE: image})[PREDICTION]
+    foreground = np.asarray(restored[0].detach().cpu().numpy()) >= threshold
+    expected = tuple(nib.load(image_path).shape[:3])
+    if foreground.shape != expected:
+        raise RuntimeError(f"inverted prediction has shape {foreground.shape}, the CT {expected}")
+    seconds["invert"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    mask = clean_organ_mask(foreground)
+    seconds["postprocess"] = time.perf_counter() - start
+    log.info(
+        "%s: %d voxels (%d before post-processing) in %s",
+        image_path.name,
+        int(mask.sum()),
+        int(foreground.sum()),
+        {k: round(v, 2) for k, v in seconds.items()},
+    )
+    return Prediction(mask=mask, raw_voxels=int(foreground.sum()), seconds=seconds)

@@ -1,0 +1,168 @@
+"""`dose3d segment` on a patient the model never saw: Dice against the truth, the RTSTRUCT it writes, the
+RTSTRUCT's round trip through `dose3d ingest`, NVFlare's global model format, and one-line errors."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from pydicom import dcmread
+
+from dose3d_fl.cli import main
+from dose3d_fl.clinical.segment import MASK_NAME, PREVIEW_NAME, RTSTRUCT_NAME
+from dose3d_fl.data.manifest import Manifest
+from tests.clinical.trained_site import TrainedSite, dice, load_mask
+
+pytestmark = pytest.mark.slow
+
+
+@dataclass
+class Segmented:
+    out: Path
+    stdout: str
+
+
+@pytest.fixture(scope="module")
+def segmented(trained_site: TrainedSite, tmp_path_factory: pytest.TempPathFactory) -> Segmented:
+    out = tmp_path_factory.mktemp("segment") / "out"
+    args = ["segment", "--model", str(trained_site.model), "--dicom", str(trained_site.held_out_ct)]
+    capture = tmp_path_factory.mktemp("stdout") / "stdout.txt"
+    with capture.open("w") as handle, contextlib.redirect_stdout(handle):
+        assert main([*args, "--out", str(out)]) == 0
+    return Segmented(out, capture.read_text())
+
+
+def test_segment_finds_the_held_out_spleen(trained_site: TrainedSite, segmented: Segmented) -> None:
+    predicted = load_mask(segmented.out / MASK_NAME)
+    truth = load_mask(trained_site.held_out_truth)
+    assert predicted.shape == truth.shape
+    score = dice(predicted, truth)
+    print(f"held-out Dice {score:.4f}")
+    assert score >= 0.85
+    assert "stored in the model file" in segmented.stdout
+
+
+def test_segment_writes_an_rtstruct_on_the_input_series(
+    trained_site: TrainedSite, segmented: Segmented
+) -> None:
+    ct = [dcmread(p, stop_before_pixels=True) for p in sorted(trained_site.held_out_ct.iterdir())]
+    ds = dcmread(segmented.out / RTSTRUCT_NAME)
+    assert ds.Modality == "RTSTRUCT" and ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.481.3"
+    assert ds.PatientID == ct[0].PatientID and ds.StudyInstanceUID == ct[0].StudyInstanceUID
+    (frame,) = ds.ReferencedFrameOfReferenceSequence
+    assert frame.FrameOfReferenceUID == ct[0].FrameOfReferenceUID
+    (series,) = frame.RTReferencedStudySequence[0].RTReferencedSeriesSequence
+    assert series.SeriesInstanceUID == ct[0].SeriesInstanceUID
+    assert {i.ReferencedSOPInstanceUID for i in series.ContourImageSequence} == {c.SOPInstanceUID for c in ct}
+    (roi,) = ds.StructureSetROISequence
+    assert roi.ROIName == "SPLEEN" and roi.ReferencedFrameOfReferenceUID == ct[0].FrameOfReferenceUID
+    (contours,) = ds.ROIContourSequence
+    assert list(contours.ROIDisplayColor) == [255, 128, 0]
+    slices = {c.ContourImageSequence[0].ReferencedSOPInstanceUID for c in contours.ContourSequence}
+    predicted_slices = int(load_mask(segmented.out / MASK_NAME).any(axis=(0, 1)).sum())
+    assert len(slices) == predicted_slices > 5
+    assert all(c.ContourGeometricType == "CLOSED_PLANAR" for c in contours.ContourSequence)
+    assert ds.ApprovalStatus == "UNAPPROVED"
+
+
+def test_preview_png_shows_the_contour(segmented: Segmented) -> None:
+    image = np.asarray(Image.open(segmented.out / PREVIEW_NAME).convert("RGB")).astype(int)
+    orange = (image[..., 0] > 200) & (abs(image[..., 1] - 128) < 40) & (image[..., 2] < 60)
+    assert image.std() > 20 and orange.sum() > 100
+
+
+def test_rtstruct_reingests_to_the_predicted_mask(
+    trained_site: TrainedSite, segmented: Segmented, tmp_path: Path
+) -> None:
+    export = tmp_path / "export"
+    shutil.copytree(trained_site.held_out_ct, export / "CT")
+    shutil.copy(segmented.out / RTSTRUCT_NAME, export / "RS.dcm")
+    cache = tmp_path / "cache"
+    assert main(["ingest", "--input", str(export), "--out", str(cache), "--roi", "spleen"]) == 0
+    (case,) = Manifest.load(cache).cases
+    assert dice(load_mask(cache / case.label), load_mask(segmented.out / MASK_NAME)) >= 0.98
+
+
+def test_nvflare_global_model_without_profile(
+    trained_site: TrainedSite, segmented: Segmented, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # NVFlare's persistor writes {"model": state_dict, ...}: the profile is not in the file.
+    weights = torch.load(trained_site.model, weights_only=True)["model"]
+    global_model = tmp_path / "FL_global_model.pt"
+    torch.save({"model": weights, "train_conf": {"train": {"model": "unet"}}}, global_model)
+    out = tmp_path / "out"
+    args = [
+        "segment",
+        "--model",
+        str(global_model),
+        "--dicom",
+        str(trained_site.held_out_ct),
+        "--out",
+        str(out),
+    ]
+    assert main(args) == 0
+    assert "stores no profile; using profile 'cpu-small' (the default)" in capsys.readouterr().out
+    assert np.array_equal(load_mask(out / MASK_NAME), load_mask(segmented.out / MASK_NAME))
+
+    assert main([*args, "--profile", "spleen"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "do not fit the network of profile 'spleen'" in error
+
+
+def _broken_series(trained_site: TrainedSite, folder: Path) -> Path:
+    shutil.copytree(trained_site.held_out_ct, folder)
+    # An interrupted copy: the header is complete, the pixel data is cut short.
+    victim = sorted(folder.iterdir())[10]
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size * 2 // 3])
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("missing folder", "does not exist"),
+        ("empty folder", "no CT image series"),
+        ("broken DICOM", "pixel data truncated or unreadable"),
+        ("missing slice", "1 slice(s) missing"),
+        ("text model", "is not a torch model file"),
+        ("not a checkpoint", "is not a segmentation checkpoint"),
+        ("missing model", "not found"),
+    ],
+)
+def test_bad_input_gives_one_line_and_exit_2(
+    trained_site: TrainedSite, tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str, expected: str
+) -> None:
+    dicom, model = trained_site.held_out_ct, trained_site.model
+    if case == "missing folder":
+        dicom = tmp_path / "nowhere"
+    elif case == "empty folder":
+        dicom = tmp_path / "empty"
+        dicom.mkdir()
+        (dicom / "notes.txt").write_text("not DICOM\n")
+    elif case == "broken DICOM":
+        dicom = _broken_series(trained_site, tmp_path / "ct")
+    elif case == "missing slice":
+        dicom = tmp_path / "ct"
+        shutil.copytree(trained_site.held_out_ct, dicom)
+        sorted(dicom.iterdir())[20].unlink()
+    elif case == "text model":
+        model = tmp_path / "model.pt"
+        model.write_text("weights live elsewhere\n")
+    elif case == "not a checkpoint":
+        model = tmp_path / "model.pt"
+        torch.save([torch.zeros(3)], model)
+    elif case == "missing model":
+        model = tmp_path / "absent.pt"
+    out = tmp_path / "out"
+    code = main(["segment", "--model", str(model), "--dicom", str(dicom), "--out", str(out)])
+    error = capsys.readouterr().err
+    assert code == 2
+    assert error.startswith("dose3d: error: ") and error.count("\n") == 1, error
+    assert expected in error
+    assert not out.exists()
