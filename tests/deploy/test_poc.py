@@ -1,0 +1,84 @@
+"""The POC through the ``dose3d poc`` commands: up, status, submit --wait, down, on loopback with tiny data."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+import torch
+
+from dose3d_fl.cli import main
+from dose3d_fl.deploy.poc import PocConfig, poc_down, resolve_job
+from dose3d_fl.deploy.processes import free_port, port_is_listening
+from tests.deploy.conftest import REPO, make_tiny_cache
+
+pytestmark = [pytest.mark.slow, pytest.mark.deploy]
+
+SITES = ("hospital-a", "hospital-b")
+
+
+@pytest.fixture
+def poc_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A POC root with tiny caches for two sites; whatever the test starts is stopped by PID afterwards."""
+    monkeypatch.chdir(REPO)  # server/project.yml, sites/local, server/local are found from the repo root
+    monkeypatch.setenv("HOME", str(tmp_path / "user_home"))
+    root = tmp_path / "poc"
+    for seed, site in enumerate(SITES, 1):
+        make_tiny_cache(tmp_path / "dicom" / site, root / "data" / "cache" / site, seed)
+    yield root
+    registry = PocConfig(root=root).registry
+    pids = [p.pid for p in registry.load()]
+    poc_down(PocConfig(root=root))
+    assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie" for pid in pids)
+
+
+def test_poc_up_submit_down(poc_root: Path, tiny_seg_job: Path, capsys: pytest.CaptureFixture) -> None:
+    port = free_port()
+    assert main(["poc", "up", "--root", str(poc_root), "--sites", "2", "--port", str(port)]) == 0
+    out = capsys.readouterr().out
+    assert f"localhost:{port}" in out and "fl_admin.sh" in out
+    for site in SITES:  # site-owned data configuration, outside the job
+        kit = next((poc_root / "workspace").glob(f"*/prod_00/{site}"))
+        config = json.loads((kit / "local" / "dose3d_site.json").read_text())
+        assert Path(config["cache_dir"]) == (poc_root / "data" / "cache" / site).resolve()
+    assert not (poc_root.parent / "user_home" / ".nvflare").exists()  # NVFlare's registry stays in the root
+
+    assert main(["poc", "status", "--root", str(poc_root)]) == 0
+    assert "connected clients: hospital-a, hospital-b" in capsys.readouterr().out
+
+    assert (
+        main(["poc", "submit", str(tiny_seg_job), "--wait", "--timeout", "300", "--root", str(poc_root)]) == 0
+    )
+    out = capsys.readouterr().out
+    assert "FINISHED:COMPLETED" in out
+    result = Path(out.split("result: ")[1].split()[0])
+    weights = torch.load(result / "workspace" / "app_server" / "FL_global_model.pt", weights_only=False)
+    assert weights["model"]
+    cross = json.loads((result / "workspace" / "cross_site_val" / "cross_val_results.json").read_text())
+    assert set(cross) == set(SITES)
+
+    pids = [p.pid for p in PocConfig(root=poc_root).registry.load()]
+    assert main(["poc", "down", "--root", str(poc_root)]) == 0
+    assert not any(psutil.pid_exists(pid) for pid in pids)
+    assert not port_is_listening(port)
+    assert main(["poc", "status", "--root", str(poc_root)]) == 1
+
+
+def test_poc_up_refuses_a_port_in_use(poc_root: Path, capsys: pytest.CaptureFixture) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        assert main(["poc", "up", "--root", str(poc_root), "--sites", "2", "--port", str(port)]) == 2
+    assert "in use" in capsys.readouterr().err
+
+
+def test_submit_names_the_jobs_it_knows(tmp_path: Path) -> None:
+    assert resolve_job("seg_fedavg", REPO / "jobs") == (REPO / "jobs" / "seg_fedavg").resolve()
+    with pytest.raises(RuntimeError, match="seg_fedavg"):
+        resolve_job("no_such_job", REPO / "jobs")
