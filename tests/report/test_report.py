@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 
 # Real files of a `dose3d fl simulate --rounds 3` run (3 sites), copied from its server job folder.
 FIXTURES = Path(__file__).parent / "fixtures"
-CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM = Path(shutil.which("chromium") or "/usr/bin/chromium")
 
 
 def _server_files(server: Path, trained_site: TrainedSite) -> Path:
