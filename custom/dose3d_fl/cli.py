@@ -229,6 +229,7 @@ def _cmd_poc_submit(args: argparse.Namespace) -> int:
             wait=args.wait,
             timeout=args.timeout,
             on_status=lambda status, seconds: print(f"[{seconds:6.0f} s] {status}", flush=True),
+            on_progress=lambda line: print(f"  server: {line}", flush=True),
         )
     except (PocError, TimeoutError) as err:
         return _fail(str(err))

@@ -54,11 +54,15 @@ def test_poc_up_submit_down(poc_root: Path, tiny_seg_job: Path, capsys: pytest.C
     )
     out = capsys.readouterr().out
     assert "FINISHED:COMPLETED" in out
+    assert "server: Round 0 started." in out  # progress streamed from the server's job log
     result = Path(out.split("result: ")[1].split()[0])
     weights = torch.load(result / "workspace" / "app_server" / "FL_global_model.pt", weights_only=False)
     assert weights["model"]
     cross = json.loads((result / "workspace" / "cross_site_val" / "cross_val_results.json").read_text())
     assert set(cross) == set(SITES)
+
+    assert main(["poc", "status", "--root", str(poc_root)]) == 0
+    assert "seg_fedavg  FINISHED:COMPLETED" in capsys.readouterr().out
 
     pids = [p.pid for p in PocConfig(root=poc_root).registry.load()]
     assert main(["poc", "down", "--root", str(poc_root)]) == 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -19,6 +20,9 @@ from nvflare.fuel.flare_api.flare_api import Session, new_secure_session
 logger = logging.getLogger(__name__)
 
 COMPLETED = "FINISHED:COMPLETED"
+# Server job-log lines worth showing a person who waits: the dose3d round summary (logger dose3d.rounds) and
+# NVFlare FedAvg's round and aggregation milestones.
+PROGRESS_LINE = re.compile(r"dose3d\.rounds|Round \d+ started|Aggregated \d+/\d+ results|Finished FedAvg")
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,7 @@ def wait_for_job(
     timeout: float = 0.0,
     on_status: Callable[[str, float], None] | None = None,
     poll_interval: float = 2.0,
+    on_progress: Callable[[str], None] | None = None,
 ) -> str:
     """Wait for a job to finish and return its final status.
 
@@ -103,12 +108,14 @@ def wait_for_job(
         timeout: seconds to wait; 0 waits for ever.
         on_status: called with (status, seconds since waiting began) whenever the status changes.
         poll_interval: seconds between polls.
+        on_progress: called with each new progress line of the server's job log (see ``PROGRESS_LINE``).
 
     Raises:
         TimeoutError: the job is still running after ``timeout`` seconds.
     """
     start = time.monotonic()
     last = None
+    shown = 0
     while True:
         status = session.get_job_meta(job_id).get("status", "")
         if status != last:
@@ -116,6 +123,11 @@ def wait_for_job(
             logger.info("job %s: %s", job_id, status)
             if on_status is not None:
                 on_status(status, time.monotonic() - start)
+        if on_progress is not None and status in ("RUNNING", COMPLETED):
+            lines = server_progress_lines(session, job_id)
+            for line in lines[shown:]:
+                on_progress(line)
+            shown = max(shown, len(lines))
         if status.startswith("FINISHED"):
             return status
         if timeout and time.monotonic() - start > timeout:
@@ -125,12 +137,36 @@ def wait_for_job(
         time.sleep(poll_interval)
 
 
+def server_progress_lines(session: Session, job_id: str) -> list[str]:
+    """The progress lines (``PROGRESS_LINE``) of the server's log of a job, messages only; [] if unavailable."""
+    try:
+        text = session.get_job_logs(job_id, target="server").get("logs", {}).get("server", "")
+    except Exception as err:  # the log store is a convenience: never fail a wait over it
+        logger.debug("job %s: server log unavailable: %s", job_id, err)
+        return []
+    if not isinstance(text, str):
+        return []
+    return [_progress_message(line) for line in text.splitlines() if PROGRESS_LINE.search(line)]
+
+
+def _progress_message(line: str) -> str:
+    # "<date> <time> - <logger> - <level> - [identity=..., peer=hospital-a, ...] - <message>"
+    message = line.split(" - ", 3)[-1]
+    context = re.match(r"\[([^\]]*)\]\s*-\s*", message)
+    if context is None:
+        return message.strip(" -")
+    peer = re.search(r"\bpeer=([^,\]]+)", context.group(1))
+    text = message[context.end() :].strip(" -")
+    return f"{peer.group(1)}: {text}" if peer else text
+
+
 def run_job(
     session: Session,
     job_dir: Path,
     download_to: Path | None,
     timeout: float = 0.0,
     on_status: Callable[[str, float], None] | None = None,
+    on_progress: Callable[[str], None] | None = None,
 ) -> JobOutcome:
     """Submit a job folder, wait for it to finish and download its result.
 
@@ -139,11 +175,12 @@ def run_job(
         job_dir: the job folder (``meta.json`` + apps).
         download_to: parent folder for the result (``<download_to>/<job_id>``); None skips the download.
         timeout: seconds to wait for the job; 0 waits for ever.
-        on_status: progress callback, see :func:`wait_for_job`.
+        on_status: status callback, see :func:`wait_for_job`.
+        on_progress: server log progress callback, see :func:`wait_for_job`.
     """
     job_id = session.submit_job(str(Path(job_dir).resolve()))
     logger.info("submitted %s as job %s", job_dir, job_id)
-    status = wait_for_job(session, job_id, timeout, on_status)
+    status = wait_for_job(session, job_id, timeout, on_status, on_progress=on_progress)
     result_dir = None
     if download_to is not None:
         result_dir = Path(session.download_job_result(job_id, str(Path(download_to).resolve())))

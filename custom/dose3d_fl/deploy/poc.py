@@ -79,7 +79,8 @@ class PocConfig:
         root: everything goes here: ``workspace/`` (NVFlare), ``home/``, ``data/``, ``results/``, records.
         sites: client names.
         port: the server's port on localhost (FL and admin traffic share it).
-        patients: synthetic patients per site, used only when a site's cache is missing.
+        patients: synthetic patients per site (one count: every site), used only when a site's cache is
+            missing; default 12, 8, 5, ...
         seed: synthetic data seed.
         project_file: the provisioning project the POC is derived from.
         site_policy_dir: the sites' policy files (authorization, privacy, resources) installed in each kit.
@@ -144,8 +145,8 @@ def poc_up(config: PocConfig, on_progress: Callable[[str], None] = logger.info) 
     on_progress(f"preparing the POC workspace in {config.workspace}")
     kits = prepare_workspace(config)
     caches = prepare_site_data(config, on_progress)
+    threads = max(1, (os.cpu_count() or 1) // len(caches))  # the sites share this machine's cores
     for site, cache in caches.items():
-        threads = max(1, (os.cpu_count() or 1) // len(caches))
         SiteConfig(cache_dir=str(cache), num_threads=threads).save(
             kits.clients[site] / "local" / SITE_CONFIG_NAME
         )
@@ -196,11 +197,12 @@ def prepare_site_data(config: PocConfig, on_progress: Callable[[str], None] = lo
     caches = {site: config.cache_dir(site) for site in config.sites}
     missing = [site for site, cache in caches.items() if not (cache / MANIFEST_NAME).is_file()]
     if missing:
-        patients = config.patients or tuple(
-            DEFAULT_PATIENTS[i % len(DEFAULT_PATIENTS)] for i in range(len(missing))
-        )
-        if len(patients) != len(missing):
+        patients = config.patients or DEFAULT_PATIENTS
+        if len(patients) == 1:
+            patients = patients * len(missing)
+        elif len(patients) != len(missing) and config.patients is not None:
             raise ValueError(f"{len(patients)} patient counts given for {len(missing)} sites without data")
+        patients = tuple(patients[i % len(patients)] for i in range(len(missing)))
         dicom = config.root.resolve() / "data" / "dicom"
         on_progress(f"synthesising {list(patients)} patients for {missing} into {dicom}")
         folders = synthesize_federation(dicom, patients, seed=config.seed, show_progress=True)
@@ -245,6 +247,7 @@ def poc_submit(
     timeout: float = 0.0,
     on_status: Callable[[str, float], None] | None = None,
     admin_name: str = PROJECT_ADMIN,
+    on_progress: Callable[[str], None] | None = None,
 ) -> admin.JobOutcome:
     """Submit a job folder as ``admin_name``; with ``wait``, wait and download into ``<root>/results``.
 
@@ -258,7 +261,9 @@ def poc_submit(
     try:
         if not wait:
             return admin.JobOutcome(session.submit_job(str(Path(job_dir).resolve())), "SUBMITTED")
-        return admin.run_job(session, job_dir, config.root.resolve() / "results", timeout, on_status)
+        return admin.run_job(
+            session, job_dir, config.root.resolve() / "results", timeout, on_status, on_progress
+        )
     finally:
         session.close()
 
@@ -277,7 +282,7 @@ def poc_status(config: PocConfig) -> PocStatus:
     try:
         status.clients = admin.connected_clients(session)
         status.jobs = [
-            {"job_id": j.get("job_id"), "name": j.get("name"), "status": j.get("status")}
+            {"job_id": j.get("job_id"), "name": j.get("job_name"), "status": j.get("status")}
             for j in session.list_jobs()
         ]
     finally:
