@@ -33,7 +33,7 @@ def test_job_selects_on_val_dice_and_runs_cross_site_evaluation() -> None:
     text = json.dumps(server)
     assert '"key_metric": "val_dice"' in text
     assert "CrossSiteModelEval" in text
-    assert "monai.networks.nets.UNet" in text
+    assert "dose3d_fl.seg.network.SeededUNet" in text  # the initial global model is seeded
     (executor,) = client["executors"]
     assert executor["executor"]["args"]["task_script_path"] == "seg_client.py"
     assert (COMMITTED / "app" / "custom" / "seg_client.py").is_file()

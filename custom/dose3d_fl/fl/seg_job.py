@@ -86,7 +86,10 @@ def build_seg_recipe(config: SegJobConfig | None = None) -> FedAvgRecipe:
     with _inside(CLIENT_SCRIPT.parent):
         recipe = SegFedAvgRecipe(
             name=JOB_NAME,
-            model={"class_path": "monai.networks.nets.UNet", "args": network_args(profile)},
+            model={
+                "class_path": "dose3d_fl.seg.network.SeededUNet",
+                "args": {"seed": profile.seed, **network_args(profile)},
+            },
             min_clients=config.min_clients,
             num_rounds=config.num_rounds,
             train_script=CLIENT_SCRIPT.name,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from monai.networks.nets import UNet
 from torch import nn
 
@@ -28,6 +29,25 @@ def network_args(profile: SegProfile) -> dict[str, Any]:
     }
 
 
+class SeededUNet(UNet):
+    """MONAI's ``UNet`` whose initial weights depend only on ``seed``; its tensors are exactly ``UNet``'s.
+
+    The federated job names this class so that the server's initial global model is the same in every run
+    (NVFlare builds the model from its class path, with whatever state the server's random generator has).
+    The global random state is left as it was.
+
+    Args:
+        seed: seed of the initial weights.
+        kwargs: ``monai.networks.nets.UNet`` arguments.
+    """
+
+    def __init__(self, seed: int = 0, **kwargs: Any) -> None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            super().__init__(**kwargs)
+
+
 def build_network(profile: SegProfile) -> nn.Module:
-    """A MONAI 3D UNet with the profile's channels, strides, residual units and normalisation."""
-    return UNet(**network_args(profile))
+    """A MONAI 3D UNet with the profile's channels, strides, residual units and normalisation, seeded with
+    ``profile.seed``."""
+    return SeededUNet(seed=profile.seed, **network_args(profile))

@@ -173,10 +173,20 @@ class SegTrainer:
                 leave=False,
                 disable=not self.show_progress,
             )
+            epoch_start, first_step = time.perf_counter(), len(losses)
             for batch in bar:
                 losses.append(self._train_step(batch[IMAGE], batch[LABEL]))
                 bar.set_postfix(loss=f"{losses[-1]:.3f}")
             self.epochs_done += 1
+            if not self.show_progress:  # no terminal (a site's log file): one line per epoch instead of a bar
+                epoch_losses = losses[first_step:]
+                log.info(
+                    "epoch %d: %d steps, loss %.4f, %.1f s",
+                    self.epochs_done,
+                    len(epoch_losses),
+                    sum(epoch_losses) / max(len(epoch_losses), 1),
+                    time.perf_counter() - epoch_start,
+                )
         seconds = time.perf_counter() - start
         loss = float(sum(losses) / len(losses)) if losses else math.nan
         log.info("%d epoch(s), %d steps, loss %.4f, %.1f s", epochs, len(losses), loss, seconds)
