@@ -17,6 +17,8 @@ from pydicom import dcmread
 from dose3d_fl.cli import main
 from dose3d_fl.clinical.segment import MASK_NAME, PREVIEW_NAME, RTSTRUCT_NAME
 from dose3d_fl.data.manifest import Manifest
+from dose3d_fl.data.scanner import scanner_for_site
+from dose3d_fl.data.synth import patient_identity, synthesize_patient, write_study
 from tests.clinical.trained_site import TrainedSite, dice, load_mask
 
 pytestmark = pytest.mark.slow
@@ -113,6 +115,36 @@ def test_nvflare_global_model_without_profile(
     assert main([*args, "--profile", "spleen"]) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "do not fit the network of profile 'spleen'" in error
+
+
+def test_pacs_export_with_topogram_feet_first(
+    trained_site: TrainedSite, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Site-3's scanner: feet first (mirrored ImageOrientationPatient), 5 mm slices, PACS folders, and the
+    # topogram (a one-image CT series) in the same study folder. The model was trained on site-1 scans only.
+    scanner = scanner_for_site(2)
+    rng = np.random.default_rng([5, 3, 1])
+    identity = patient_identity(5, 3, 1, scanner, rng)
+    patient = synthesize_patient(rng, scanner)
+    write_study(patient, identity, scanner, tmp_path / "export", ["test", "pacs"], "P001")
+    out = tmp_path / "out"
+    assert (
+        main(
+            [
+                "segment",
+                "--model",
+                str(trained_site.model),
+                "--dicom",
+                str(tmp_path / "export"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert "1 slice(s)" not in capsys.readouterr().err
+    # A wrong orientation anywhere between DICOM, MONAI and back would put the organ elsewhere (Dice ~0).
+    assert dice(load_mask(out / MASK_NAME), patient.spleen_mask) > 0.6
 
 
 def _broken_series(trained_site: TrainedSite, folder: Path) -> Path:

@@ -153,6 +153,16 @@ def test_report_of_a_downloaded_job_result(
     assert all((out / src).is_file() for src in _images(html))
 
 
+def test_a_summary_of_another_run_is_not_used(downloaded_result: Path, tmp_path: Path) -> None:
+    summary = json.loads((FIXTURES / "summary.json").read_text())
+    summary["cross_site"]["site-1"]["SRV_FL_global_model.pt"] = 0.5  # written by an earlier run
+    (downloaded_result / "summary.json").write_text(json.dumps(summary))
+    out = tmp_path / "report"
+    assert main(["report", str(downloaded_result), "--out", str(out)]) == 0
+    html = (out / "report.html").read_text()
+    assert "global (NVFlare aggregate)" in html and "all sites&#x27; validation cases" not in html
+
+
 def test_gan_and_privacy_sections_appear_with_their_files(downloaded_result: Path, tmp_path: Path) -> None:
     server = downloaded_result / "4f1c2d3e-job" / "workspace"
     (server / "gan").mkdir()

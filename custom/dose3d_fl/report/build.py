@@ -57,6 +57,11 @@ def build_report(config: ReportConfig) -> Path:
     rounds = read_round_dice(files.round_metrics) if files.round_metrics else None
     cross = read_cross_site(files.cross_site) if files.cross_site else None
     summary = json.loads(files.summary.read_text()) if files.summary else None
+    if summary is not None and not _summary_matches(summary, cross):
+        log.warning(
+            "%s does not match %s (another run's summary?); not used", files.summary, files.cross_site
+        )
+        summary = None
 
     sections = [_dice_per_round_section(files, rounds, cross, summary, out)]
     if cross is not None and cross.dice:
@@ -75,6 +80,11 @@ def build_report(config: ReportConfig) -> Path:
     path.write_text(render_page("dose3d-fl federated run report", subtitle, sections))
     log.info("wrote %s", path)
     return path
+
+
+def _summary_matches(summary: dict, cross: CrossSiteDice | None) -> bool:
+    """Whether ``summary.json`` was written from these cross-site results (a later run may have replaced them)."""
+    return cross is None or summary.get("cross_site") == cross.dice
 
 
 def _dice_per_round_section(
