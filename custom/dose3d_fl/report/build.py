@@ -111,7 +111,19 @@ def _dice_per_round_section(
     ]
     if final:
         rows.append([last, *(final.get(s) for s in sorted(rounds.sites)), union_at.get(last)])
+    overall = (
+        [
+            paragraph(
+                f"Final global model, mean over all {sum(cross.cases.get(s, 1) for s in final)} validation "
+                f"cases (sites weighted by their cases, from cross-site evaluation): "
+                f"{cross.case_weighted(final):.4f}."
+            )
+        ]
+        if cross is not None and final
+        else []
+    )
     body = [
+        *overall,
         figure(
             "dice_per_round.png",
             "Dice of the global model on each site's validation cases after each number of FedAvg rounds "
