@@ -35,10 +35,17 @@ def poc_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie" for pid in pids)
 
 
+def _run(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
 def test_poc_up_submit_down(poc_root: Path, tiny_seg_job: Path, capsys: pytest.CaptureFixture) -> None:
+    root = str(poc_root)
     port = free_port()
-    assert main(["poc", "up", "--root", str(poc_root), "--sites", "2", "--port", str(port)]) == 0
-    out = capsys.readouterr().out
+    code, out = _run(capsys, "poc", "up", "--root", root, "--sites", "2", "--port", str(port))
+    assert code == 0, out
     assert f"localhost:{port}" in out and "fl_admin.sh" in out
     for site in SITES:  # site-owned data configuration, outside the job
         kit = next((poc_root / "workspace").glob(f"*/prod_00/{site}"))
@@ -46,29 +53,27 @@ def test_poc_up_submit_down(poc_root: Path, tiny_seg_job: Path, capsys: pytest.C
         assert Path(config["cache_dir"]) == (poc_root / "data" / "cache" / site).resolve()
     assert not (poc_root.parent / "user_home" / ".nvflare").exists()  # NVFlare's registry stays in the root
 
-    assert main(["poc", "status", "--root", str(poc_root)]) == 0
-    assert "connected clients: hospital-a, hospital-b" in capsys.readouterr().out
+    code, out = _run(capsys, "poc", "status", "--root", root)
+    assert code == 0 and "connected clients: hospital-a, hospital-b" in out, out
 
-    assert (
-        main(["poc", "submit", str(tiny_seg_job), "--wait", "--timeout", "300", "--root", str(poc_root)]) == 0
-    )
-    out = capsys.readouterr().out
-    assert "FINISHED:COMPLETED" in out
-    assert "server: Round 0 started." in out  # progress streamed from the server's job log
+    code, out = _run(capsys, "poc", "submit", str(tiny_seg_job), "--wait", "--timeout", "300", "--root", root)
+    assert code == 0 and "FINISHED:COMPLETED" in out, out
+    assert "server: Round 0 started." in out, out  # progress streamed from the server's job log
     result = Path(out.split("result: ")[1].split()[0])
     weights = torch.load(result / "workspace" / "app_server" / "FL_global_model.pt", weights_only=False)
     assert weights["model"]
     cross = json.loads((result / "workspace" / "cross_site_val" / "cross_val_results.json").read_text())
     assert set(cross) == set(SITES)
 
-    assert main(["poc", "status", "--root", str(poc_root)]) == 0
-    assert "seg_fedavg  FINISHED:COMPLETED" in capsys.readouterr().out
+    code, out = _run(capsys, "poc", "status", "--root", root)
+    assert code == 0 and "seg_fedavg  FINISHED:COMPLETED" in out, out
 
     pids = [p.pid for p in PocConfig(root=poc_root).registry.load()]
-    assert main(["poc", "down", "--root", str(poc_root)]) == 0
+    code, out = _run(capsys, "poc", "down", "--root", root)
+    assert code == 0, out
     assert not any(psutil.pid_exists(pid) for pid in pids)
     assert not port_is_listening(port)
-    assert main(["poc", "status", "--root", str(poc_root)]) == 1
+    assert _run(capsys, "poc", "status", "--root", root)[0] == 1
 
 
 def test_poc_up_refuses_a_port_in_use(poc_root: Path, capsys: pytest.CaptureFixture) -> None:

@@ -123,8 +123,11 @@ def wait_for_job(
             logger.info("job %s: %s", job_id, status)
             if on_status is not None:
                 on_status(status, time.monotonic() - start)
-        if on_progress is not None and status in ("RUNNING", COMPLETED):
+        if on_progress is not None and (status == "RUNNING" or status.startswith("FINISHED")):
             lines = server_progress_lines(session, job_id)
+            if not lines and not shown and status.startswith("FINISHED"):
+                time.sleep(poll_interval)  # the log store may lag the end of a short job by a moment
+                lines = server_progress_lines(session, job_id)
             for line in lines[shown:]:
                 on_progress(line)
             shown = max(shown, len(lines))

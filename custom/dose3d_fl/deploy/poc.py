@@ -140,6 +140,7 @@ def poc_up(config: PocConfig, on_progress: Callable[[str], None] = logger.info) 
             f"a POC is already running under {config.root} (pids {[p.pid for p in running]}); "
             "run `dose3d poc down` first"
         )
+    config.registry.clear()  # records of processes that are gone
     if port_is_listening(config.port):
         raise PocError(f"port {config.port} is in use: stop what listens there or pass another --port")
     on_progress(f"preparing the POC workspace in {config.workspace}")

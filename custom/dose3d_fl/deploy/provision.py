@@ -72,20 +72,18 @@ class StartupKits:
     clients: dict[str, Path] = field(default_factory=dict)
     admins: dict[str, Path] = field(default_factory=dict)
 
-    def admin_with_role(self, role: str, project: dict) -> Path:
-        """The kit of the first admin with ``role`` in ``project`` (the project dict that was provisioned)."""
-        for participant in project["participants"]:
-            if participant.get("type") == "admin" and participant.get("role") == role:
-                return self.admins[participant["name"]]
-        raise KeyError(f"the project has no admin with role {role!r}")
-
 
 def load_project(path: Path) -> dict:
     """Read a provisioning project file.
 
     Raises:
+        FileNotFoundError: no such file.
         ValueError: the file has no server or no participants.
     """
+    if not Path(path).is_file():
+        raise FileNotFoundError(
+            f"no provisioning project at {path}: run from the repository root (server/project.yml) or pass -p"
+        )
     project = yaml.safe_load(Path(path).read_text())
     if not isinstance(project, dict) or not project.get("participants"):
         raise ValueError(f"{path}: not an NVFlare project file (no participants)")
