@@ -149,23 +149,28 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         profile=args.profile,
         series_uid=args.series,
         device=args.device,
+        dicom_seg=args.dicom_seg,
     )
     try:
         result = segment_ct(config)
     except (ModelFileError, InputSeriesError, CaseRejectedError) as err:
         return _fail(str(err))
     print(f"model {args.model}: {result.profile_source}")
+    print(f"series {result.series_instance_uid}: {result.slices} slices")
+    if result.other_files:
+        print(
+            f"note: {result.other_files} other file(s) under {args.dicom} are not slices of this series "
+            "(other series, structure sets, non-DICOM or damaged files); check that none is a missing slice"
+        )
     if result.voxels == 0:
         print(
             f"warning: no {args.roi_name} found; the RTSTRUCT holds the ROI without contours", file=sys.stderr
         )
     seconds = ", ".join(f"{stage} {value:.1f} s" for stage, value in result.seconds.items())
-    print(
-        f"{args.roi_name}: {result.volume_ml:.1f} mL on {result.contour_slices} slice(s) of series "
-        f"{result.series_instance_uid} ({seconds})"
-    )
-    for path in (result.rtstruct, result.mask, result.preview):
-        print(path)
+    print(f"{args.roi_name}: {result.volume_ml:.1f} mL on {result.contour_slices} slice(s) ({seconds})")
+    for path in (result.rtstruct, result.mask, result.preview, result.segmentation):
+        if path is not None:
+            print(path)
     return 0
 
 
@@ -214,11 +219,14 @@ def _cmd_poc_up(args: argparse.Namespace) -> int:
         return _fail(str(err))
     print(f"POC running: server localhost:{kits.fed_learn_port}, clients {', '.join(kits.clients)}")
     print(f"admin console: {kits.admins[PROJECT_ADMIN] / 'startup' / 'fl_admin.sh'} (see poc/README.md)")
+    print(f"submit a job: dose3d poc submit seg_fedavg --wait --root {args.root}")
     print(f"stop it with: dose3d poc down --root {args.root}")
     return 0
 
 
 def _cmd_poc_submit(args: argparse.Namespace) -> int:
+    from nvflare.fuel.flare_api.api_spec import AuthorizationError, InvalidJobDefinition, NoConnection
+
     from dose3d_fl.deploy.poc import PocError, poc_submit, resolve_job
 
     try:
@@ -230,8 +238,9 @@ def _cmd_poc_submit(args: argparse.Namespace) -> int:
             timeout=args.timeout,
             on_status=lambda status, seconds: print(f"[{seconds:6.0f} s] {status}", flush=True),
             on_progress=lambda line: print(f"  server: {line}", flush=True),
+            admin_name=args.admin,
         )
-    except (PocError, TimeoutError) as err:
+    except (PocError, TimeoutError, AuthorizationError, InvalidJobDefinition, NoConnection) as err:
         return _fail(str(err))
     print(f"job {outcome.job_id}: {outcome.status}")
     if outcome.result_dir is not None:
@@ -306,6 +315,9 @@ def _add_deploy_parsers(sub: argparse._SubParsersAction) -> None:
         "--wait", action="store_true", help="wait, download the result, exit 0 only if completed"
     )
     submit.add_argument("--timeout", type=float, default=0.0, help="seconds to wait (default 0: no limit)")
+    submit.add_argument(
+        "--admin", default="admin@dose3d.org", help="submit as this POC admin (default: the project admin)"
+    )
     submit.add_argument("--root", type=Path, default=Path("runs/poc"), help=root_help)
     submit.set_defaults(func=_cmd_poc_submit)
     status = poc.add_parser("status", help="processes, connected clients and jobs")
@@ -425,6 +437,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     segment.add_argument("--series", default=None, help="SeriesInstanceUID when the folder holds several")
     segment.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA when available)")
+    segment.add_argument(
+        "--dicom-seg", action="store_true", help="also write the mask as a DICOM Segmentation (seg.dcm)"
+    )
     segment.set_defaults(func=_cmd_segment)
 
     report = sub.add_parser("report", help="write report.html + PNGs for a finished federated run")

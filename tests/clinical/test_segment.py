@@ -15,7 +15,8 @@ from PIL import Image
 from pydicom import dcmread
 
 from dose3d_fl.cli import main
-from dose3d_fl.clinical.segment import MASK_NAME, PREVIEW_NAME, RTSTRUCT_NAME
+from dose3d_fl.clinical.ct_input import load_input_series
+from dose3d_fl.clinical.segment import MASK_NAME, PREVIEW_NAME, RTSTRUCT_NAME, SEG_NAME
 from dose3d_fl.data.manifest import Manifest
 from dose3d_fl.data.scanner import scanner_for_site
 from dose3d_fl.data.synth import patient_identity, synthesize_patient, write_study
@@ -33,7 +34,14 @@ class Segmented:
 @pytest.fixture(scope="module")
 def segmented(trained_site: TrainedSite, tmp_path_factory: pytest.TempPathFactory) -> Segmented:
     out = tmp_path_factory.mktemp("segment") / "out"
-    args = ["segment", "--model", str(trained_site.model), "--dicom", str(trained_site.held_out_ct)]
+    args = [
+        "segment",
+        "--model",
+        str(trained_site.model),
+        "--dicom",
+        str(trained_site.held_out_ct),
+        "--dicom-seg",
+    ]
     capture = tmp_path_factory.mktemp("stdout") / "stdout.txt"
     with capture.open("w") as handle, contextlib.redirect_stdout(handle):
         assert main([*args, "--out", str(out)]) == 0
@@ -48,6 +56,7 @@ def test_segment_finds_the_held_out_spleen(trained_site: TrainedSite, segmented:
     print(f"held-out Dice {score:.4f}")
     assert score >= 0.85
     assert "stored in the model file" in segmented.stdout
+    assert "note:" not in segmented.stdout  # the folder holds the series and nothing else
 
 
 def test_segment_writes_an_rtstruct_on_the_input_series(
@@ -77,6 +86,24 @@ def test_preview_png_shows_the_contour(segmented: Segmented) -> None:
     image = np.asarray(Image.open(segmented.out / PREVIEW_NAME).convert("RGB")).astype(int)
     orange = (image[..., 0] > 200) & (abs(image[..., 1] - 128) < 40) & (image[..., 2] < 60)
     assert image.std() > 20 and orange.sum() > 100
+
+
+def test_dicom_seg_holds_the_mask_slice_by_slice(trained_site: TrainedSite, segmented: Segmented) -> None:
+    volume = load_input_series(trained_site.held_out_ct).volume
+    slice_of = {uid: k for k, uid in enumerate(volume.sop_instance_uids)}
+    mask = load_mask(segmented.out / MASK_NAME)
+    ds = dcmread(segmented.out / SEG_NAME)
+    assert ds.Modality == "SEG" and ds.SegmentSequence[0].SegmentLabel == "SPLEEN"
+    assert ds.ReferencedSeriesSequence[0].SeriesInstanceUID == _series_uid(trained_site)
+    frames = ds.pixel_array.reshape(-1, *mask.shape[1::-1]) > 0
+    assert len(frames) == mask.any(axis=(0, 1)).sum()
+    for frame, item in zip(frames, ds.PerFrameFunctionalGroupsSequence, strict=True):
+        uid = item.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+        assert np.array_equal(frame, mask[:, :, slice_of[uid]].T)
+
+
+def _series_uid(trained_site: TrainedSite) -> str:
+    return str(dcmread(next(trained_site.held_out_ct.iterdir()), stop_before_pixels=True).SeriesInstanceUID)
 
 
 def test_rtstruct_reingests_to_the_predicted_mask(
@@ -142,7 +169,9 @@ def test_pacs_export_with_topogram_feet_first(
         )
         == 0
     )
-    assert "1 slice(s)" not in capsys.readouterr().err
+    printed = capsys.readouterr()
+    assert "1 slice(s)" not in printed.err
+    assert "note: 2 other file(s)" in printed.out  # the topogram and the RTSTRUCT
     # A wrong orientation anywhere between DICOM, MONAI and back would put the organ elsewhere (Dice ~0).
     assert dice(load_mask(out / MASK_NAME), patient.spleen_mask) > 0.6
 

@@ -26,11 +26,14 @@ class InputSeries:
         volume: HU volume, grid and per-slice SOP instance UIDs (slice order).
         reference: header of one slice (patient, study, series, frame of reference), no pixel data.
         folder: the folder it was read from.
+        other_files: files under the folder that are not slices of this series (other series, structure
+            sets, non-DICOM files, DICOM objects that hold no image), for the user to check.
     """
 
     volume: CTVolume
     reference: Dataset
     folder: Path
+    other_files: int = 0
 
 
 def load_input_series(folder: str | Path, series_uid: str | None = None, min_slices: int = 3) -> InputSeries:
@@ -70,7 +73,10 @@ def load_input_series(folder: str | Path, series_uid: str | None = None, min_sli
         series = _the_volume_series(folder, ct_series, min_slices)
     volume = load_ct_series(series, min_slices=min_slices)
     log.info("%s: series %s, %s voxels", folder, series.series_instance_uid, volume.geometry.shape)
-    return InputSeries(volume=volume, reference=series.headers[0], folder=folder)
+    files = sum(1 for path in folder.rglob("*") if path.is_file())
+    return InputSeries(
+        volume=volume, reference=series.headers[0], folder=folder, other_files=files - len(volume.files)
+    )
 
 
 def _the_volume_series(folder: Path, ct_series: list[SeriesFiles], min_slices: int) -> SeriesFiles:

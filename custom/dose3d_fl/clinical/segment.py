@@ -17,6 +17,7 @@ from dose3d_fl.clinical.ct_input import load_input_series
 from dose3d_fl.clinical.inference import load_predictor, predict_organ, save_nifti
 from dose3d_fl.clinical.model_file import load_segmentation_model
 from dose3d_fl.clinical.overlay import Outline, save_orthogonal_views
+from dose3d_fl.clinical.seg_export import build_segmentation
 from dose3d_fl.clinical.structure_export import build_predicted_structure_set
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 RTSTRUCT_NAME = "rtstruct.dcm"
 MASK_NAME = "mask.nii.gz"
 PREVIEW_NAME = "preview.png"
+SEG_NAME = "seg.dcm"
 # Display colours of known structures (as the synthetic sites draw them); others get the first.
 ROI_COLORS = {"SPLEEN": (255, 128, 0), "LIVER": (160, 32, 240), "BODY": (0, 255, 0)}
 
@@ -41,6 +43,7 @@ class SegmentConfig:
         series_uid: which series when the folder holds several.
         device: ``"cpu"``, ``"cuda"``...; default CUDA when available.
         color: ROI display colour; default by ROI name.
+        dicom_seg: also write the mask as a DICOM Segmentation (``seg.dcm``).
     """
 
     model: Path
@@ -51,6 +54,7 @@ class SegmentConfig:
     series_uid: str | None = None
     device: str | None = None
     color: tuple[int, int, int] | None = None
+    dicom_seg: bool = False
 
 
 @dataclass
@@ -61,12 +65,15 @@ class SegmentResult:
     mask: Path
     preview: Path
     series_instance_uid: str
+    slices: int
+    other_files: int
     profile: str
     profile_source: str
     voxels: int
     volume_ml: float
     contour_slices: int
     seconds: dict[str, float] = field(default_factory=dict)
+    segmentation: Path | None = None
 
 
 def hex_color(rgb: tuple[int, int, int]) -> str:
@@ -75,7 +82,9 @@ def hex_color(rgb: tuple[int, int, int]) -> str:
 
 
 def segment_ct(config: SegmentConfig) -> SegmentResult:
-    """Segment one CT series and write the RTSTRUCT, the mask NIfTI and the preview PNG.
+    """Segment one CT series and write the RTSTRUCT, the mask NIfTI, the preview PNG (and a DICOM SEG).
+
+    An empty prediction gives an RTSTRUCT whose ROI has no contour, and no DICOM SEG (it cannot be empty).
 
     Raises:
         ModelFileError: the model file cannot be used.
@@ -110,16 +119,23 @@ def segment_ct(config: SegmentConfig) -> SegmentResult:
         out / PREVIEW_NAME,
         title=f"{config.roi_name}: {model.path.name}, profile {model.profile.name}",
     )
+    segmentation = None
+    if config.dicom_seg and mask.any():
+        segmentation = out / SEG_NAME
+        build_segmentation(series, mask, config.roi_name, model.profile.name).save_as(segmentation)
     write_seconds = time.perf_counter() - start
     return SegmentResult(
         rtstruct=rtstruct_path,
         mask=mask_path,
         preview=preview,
         series_instance_uid=str(series.reference.SeriesInstanceUID),
+        slices=volume.geometry.shape[2],
+        other_files=series.other_files,
         profile=model.profile.name,
         profile_source=model.profile_source,
         voxels=int(mask.sum()),
         volume_ml=volume_ml,
         contour_slices=int(mask.any(axis=(0, 1)).sum()),
         seconds={"load": load_seconds, **prediction.seconds, "write": write_seconds},
+        segmentation=segmentation,
     )
