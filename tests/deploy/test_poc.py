@@ -68,6 +68,20 @@ def test_poc_up_submit_down(poc_root: Path, tiny_seg_job: Path, capsys: pytest.C
     code, out = _run(capsys, "poc", "status", "--root", root)
     assert code == 0 and "seg_fedavg  FINISHED:COMPLETED" in out, out
 
+    # --wait exits 0 only for FINISHED:COMPLETED: the org admin may not ship code, so this job never runs.
+    code, out = _run(
+        capsys,
+        "poc",
+        "submit",
+        str(tiny_seg_job),
+        "--wait",
+        "--admin",
+        "org-admin@dose3d.org",
+        "--root",
+        root,
+    )
+    assert code == 1 and "FINISHED:COMPLETED" not in out, out
+
     pids = [p.pid for p in PocConfig(root=poc_root).registry.load()]
     code, out = _run(capsys, "poc", "down", "--root", root)
     assert code == 0, out
