@@ -137,6 +137,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_segment(args: argparse.Namespace) -> int:
     from dose3d_fl.clinical.ct_input import InputSeriesError
+    from dose3d_fl.clinical.inference import DeviceUnavailableError
     from dose3d_fl.clinical.model_file import ModelFileError
     from dose3d_fl.clinical.segment import SegmentConfig, segment_ct
     from dose3d_fl.data.ct_series import CaseRejectedError
@@ -153,7 +154,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     )
     try:
         result = segment_ct(config)
-    except (ModelFileError, InputSeriesError, CaseRejectedError) as err:
+    except (ModelFileError, InputSeriesError, CaseRejectedError, DeviceUnavailableError) as err:
         return _fail(str(err))
     print(f"model {args.model}: {result.profile_source}")
     print(f"series {result.series_instance_uid}: {result.slices} slices")

@@ -194,6 +194,7 @@ def _broken_series(trained_site: TrainedSite, folder: Path) -> Path:
         ("text model", "is not a torch model file"),
         ("not a checkpoint", "is not a segmentation checkpoint"),
         ("missing model", "not found"),
+        ("no GPU", "no CUDA device"),
     ],
 )
 def test_bad_input_gives_one_line_and_exit_2(
@@ -220,8 +221,11 @@ def test_bad_input_gives_one_line_and_exit_2(
         torch.save([torch.zeros(3)], model)
     elif case == "missing model":
         model = tmp_path / "absent.pt"
+    elif case == "no GPU" and torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
     out = tmp_path / "out"
-    code = main(["segment", "--model", str(model), "--dicom", str(dicom), "--out", str(out)])
+    device = ["--device", "cuda"] if case == "no GPU" else []
+    code = main(["segment", "--model", str(model), "--dicom", str(dicom), "--out", str(out), *device])
     error = capsys.readouterr().err
     assert code == 2
     assert error.startswith("dose3d: error: ") and error.count("\n") == 1, error

@@ -4,7 +4,13 @@ Plain MONAI/pydicom: nothing here imports NVFlare.
 """
 
 from dose3d_fl.clinical.ct_input import InputSeries, InputSeriesError, load_input_series
-from dose3d_fl.clinical.inference import Prediction, load_predictor, predict_organ, predict_organ_nifti
+from dose3d_fl.clinical.inference import (
+    DeviceUnavailableError,
+    Prediction,
+    load_predictor,
+    predict_organ,
+    predict_organ_nifti,
+)
 from dose3d_fl.clinical.model_file import ModelFileError, SegmentationModel, load_segmentation_model
 from dose3d_fl.clinical.overlay import Outline, save_orthogonal_views
 from dose3d_fl.clinical.postprocess import clean_organ_mask, fill_slice_holes, largest_component
@@ -12,6 +18,7 @@ from dose3d_fl.clinical.segment import SegmentConfig, SegmentResult, segment_ct
 from dose3d_fl.clinical.structure_export import build_predicted_structure_set, mask_contours
 
 __all__ = [
+    "DeviceUnavailableError",
     "InputSeries",
     "InputSeriesError",
     "ModelFileError",

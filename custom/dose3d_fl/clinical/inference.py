@@ -32,6 +32,10 @@ log = logging.getLogger(__name__)
 PREDICTION = "prediction"
 
 
+class DeviceUnavailableError(Exception):
+    """The device asked for does not exist on this machine; the message is the one-line reason."""
+
+
 @dataclass
 class Prediction:
     """A predicted organ on the CT grid.
@@ -63,7 +67,12 @@ def load_predictor(model: SegmentationModel, device: str | None = None) -> SegTr
 
     Raises:
         ModelFileError: the weights do not fit the profile's network.
+        DeviceUnavailableError: a CUDA device is asked for on a machine without one.
     """
+    if device is not None and device.startswith("cuda") and not torch.cuda.is_available():
+        raise DeviceUnavailableError(
+            f"--device {device}: this machine has no CUDA device (or torch was built without CUDA)"
+        )
     predictor = SegTrainer([], [], model.profile, device=device, show_progress=False)
     try:
         predictor.set_weights(model.weights)

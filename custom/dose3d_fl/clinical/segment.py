@@ -90,6 +90,7 @@ def segment_ct(config: SegmentConfig) -> SegmentResult:
         ModelFileError: the model file cannot be used.
         InputSeriesError: the folder does not hold one usable CT series.
         CaseRejectedError: the series breaks an ingestion rule.
+        DeviceUnavailableError: a CUDA device is asked for on a machine without one.
     """
     start = time.perf_counter()
     model = load_segmentation_model(config.model, config.profile)
