@@ -59,6 +59,7 @@ def test_poc_up_submit_down(poc_root: Path, tiny_seg_job: Path, capsys: pytest.C
     code, out = _run(capsys, "poc", "submit", str(tiny_seg_job), "--wait", "--timeout", "300", "--root", root)
     assert code == 0 and "FINISHED:COMPLETED" in out, out
     assert "server: Round 0 started." in out, out  # progress streamed from the server's job log
+    assert not list(tiny_seg_job.rglob(".__nvfl_*")), "the submitted job folder was signed in place"
     result = Path(out.split("result: ")[1].split()[0])
     weights = torch.load(result / "workspace" / "app_server" / "FL_global_model.pt", weights_only=False)
     assert weights["model"]

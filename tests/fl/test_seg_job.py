@@ -42,3 +42,13 @@ def test_job_selects_on_val_dice_and_runs_cross_site_evaluation() -> None:
 def test_min_clients_and_rounds_follow_the_config() -> None:
     recipe = build_seg_recipe(SegJobConfig(num_rounds=7, min_clients=2, local_epochs=3))
     assert recipe.num_rounds == 7 and recipe.min_clients == 2
+
+
+def test_job_timeouts_fit_3d_training() -> None:
+    """A slow site is not dropped after NVFlare's 60 s default (see server/README.md)."""
+    server = json.loads((COMMITTED / "app" / "config" / "config_fed_server.json").read_text())
+    client = json.loads((COMMITTED / "app" / "config" / "config_fed_client.json").read_text())
+    assert server["dead_client_grace_period"] >= 600
+    assert client["get_task_timeout"] >= 600 and client["submit_task_result_timeout"] >= 600
+    (cse,) = [w for w in server["workflows"] if w["path"].endswith("CrossSiteModelEval")]
+    assert cse["args"]["validation_timeout"] >= 3600

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import re
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -163,6 +165,23 @@ def _progress_message(line: str) -> str:
     return f"{peer.group(1)}: {text}" if peer else text
 
 
+def submit_job(session: Session, job_dir: Path) -> str:
+    """Submit a copy of a job folder and return the job id.
+
+    NVFlare's secure session signs the folder it submits in place (``.__nvfl_sig.json`` and the submitter's
+    certificate in every folder); a copy keeps a committed job such as ``jobs/seg_fedavg`` unchanged.
+    """
+    job_dir = Path(job_dir).resolve()
+    if not (job_dir / "meta.json").is_file():
+        raise FileNotFoundError(
+            f"{job_dir} is not a job folder (no meta.json); export one with `dose3d fl export`"
+        )
+    with tempfile.TemporaryDirectory(prefix="dose3d-submit-") as tmp:
+        copy = Path(tmp) / job_dir.name
+        shutil.copytree(job_dir, copy)
+        return session.submit_job(str(copy))
+
+
 def run_job(
     session: Session,
     job_dir: Path,
@@ -181,7 +200,7 @@ def run_job(
         on_status: status callback, see :func:`wait_for_job`.
         on_progress: server log progress callback, see :func:`wait_for_job`.
     """
-    job_id = session.submit_job(str(Path(job_dir).resolve()))
+    job_id = submit_job(session, job_dir)
     logger.info("submitted %s as job %s", job_dir, job_id)
     status = wait_for_job(session, job_id, timeout, on_status, on_progress=on_progress)
     result_dir = None

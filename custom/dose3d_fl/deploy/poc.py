@@ -261,7 +261,7 @@ def poc_submit(
     session = admin.open_session(kits.admins[admin_name])
     try:
         if not wait:
-            return admin.JobOutcome(session.submit_job(str(Path(job_dir).resolve())), "SUBMITTED")
+            return admin.JobOutcome(admin.submit_job(session, job_dir), "SUBMITTED")
         return admin.run_job(
             session, job_dir, config.root.resolve() / "results", timeout, on_status, on_progress
         )

@@ -97,7 +97,12 @@ def build_seg_recipe(config: SegJobConfig | None = None) -> FedAvgRecipe:
             key_metric=KEY_METRIC,
             key_metric_mode="max",
         )
-        add_cross_site_evaluation(recipe)
+        # Timeouts for 3D models over hospital networks (server/README.md gives each one's reason): a site
+        # that is slow to fetch or return a model is not dropped after NVFlare's 60 s default, and
+        # cross-site evaluation of several 3D models at a slow site may take hours.
+        recipe.add_server_config({"dead_client_grace_period": 600})
+        recipe.add_client_config({"get_task_timeout": 600, "submit_task_result_timeout": 600})
+        add_cross_site_evaluation(recipe, submit_model_timeout=1800, validation_timeout=14400)
         if config.tensorboard:
             add_experiment_tracking(recipe, tracking_type="tensorboard")
     return recipe
