@@ -4,8 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= runs/demo
-# Federated training settings of the demo (see `dose3d fl simulate --help`).
-DEMO_FL_ARGS ?= --rounds 20 --local-epochs 2
+# Extra `dose3d fl simulate` options for the demo; empty: the job defaults (25 rounds x 4 local epochs).
+DEMO_FL_ARGS ?=
 
 .PHONY: venv demo test clean
 

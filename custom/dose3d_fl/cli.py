@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from dose3d_fl import __version__
+from dose3d_fl.fl import DEFAULT_LOCAL_EPOCHS, DEFAULT_ROUNDS
 
 
 def _patients(text: str) -> list[int]:
@@ -416,11 +417,18 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", type=Path, default=Path("jobs"), help="parent folder (default jobs/)")
     export.set_defaults(func=_cmd_fl_export)
     simulate = fl.add_parser("simulate", help="run seg_fedavg in the NVFlare simulator on synthetic sites")
-    simulate.add_argument("--sites", type=int, default=3)
-    simulate.add_argument("--rounds", type=int, default=5)
-    simulate.add_argument("--local-epochs", type=int, default=1)
+    simulate.add_argument("--sites", type=int, default=3, help="simulated sites (default 3)")
+    simulate.add_argument(
+        "--rounds", type=int, default=DEFAULT_ROUNDS, help=f"FedAvg rounds (default {DEFAULT_ROUNDS})"
+    )
+    simulate.add_argument(
+        "--local-epochs",
+        type=int,
+        default=DEFAULT_LOCAL_EPOCHS,
+        help=f"local epochs per round at each site (default {DEFAULT_LOCAL_EPOCHS})",
+    )
     simulate.add_argument("--workspace", type=Path, default=Path("runs/simulate"))
-    simulate.add_argument("--profile", default="cpu-small")
+    simulate.add_argument("--profile", default="cpu-small", help="segmentation profile (default cpu-small)")
     simulate.add_argument("--seed", type=int, default=0, help="synthetic data seed")
     simulate.set_defaults(func=_cmd_fl_simulate)
 

@@ -1,1 +1,6 @@
 """The only NVFlare-facing code: client scripts, job recipes, site configuration, simulation."""
+
+# Defaults of the seg_fedavg job, the committed jobs/seg_fedavg and `make demo` (kept here, free of NVFlare
+# imports, so the command line can show them without loading NVFlare).
+DEFAULT_ROUNDS = 25
+DEFAULT_LOCAL_EPOCHS = 4

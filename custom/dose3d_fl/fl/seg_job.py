@@ -23,6 +23,7 @@ from nvflare.app_opt.pt.recipes.fedavg import FedAvgRecipe
 from nvflare.recipe import Run, add_cross_site_evaluation, add_experiment_tracking
 from nvflare.recipe.spec import ExecEnv
 
+from dose3d_fl.fl import DEFAULT_LOCAL_EPOCHS, DEFAULT_ROUNDS
 from dose3d_fl.fl.controller import SegFedAvg
 from dose3d_fl.seg.network import network_args
 from dose3d_fl.seg.profiles import DEFAULT_PROFILE, get_profile
@@ -36,6 +37,10 @@ KEY_METRIC = "val_dice"
 class SegJobConfig:
     """Job arguments (everything here may travel with the job: no paths, no secrets).
 
+    The defaults are the committed ``jobs/seg_fedavg`` and the ``make demo`` run: 25 rounds x 4 local epochs
+    of ``cpu-small`` reach union validation Dice above 0.90 on the demo data in about 7 minutes on 2 cores
+    (README, "Federated segmentation").
+
     Args:
         num_rounds: FedAvg rounds.
         min_clients: sites that must answer each round.
@@ -44,9 +49,9 @@ class SegJobConfig:
         tensorboard: stream site metrics to the server's TensorBoard event files.
     """
 
-    num_rounds: int = 5
+    num_rounds: int = DEFAULT_ROUNDS
     min_clients: int = 3
-    local_epochs: int = 1
+    local_epochs: int = DEFAULT_LOCAL_EPOCHS
     profile: str = DEFAULT_PROFILE
     tensorboard: bool = True
 
