@@ -91,10 +91,15 @@ def _cmd_fl_simulate(args: argparse.Namespace) -> int:
     from dose3d_fl.fl.simulate import SimulationConfig, format_simulation_summary, simulate_seg
 
     job = SegJobConfig(num_rounds=args.rounds, local_epochs=args.local_epochs, profile=args.profile)
+    start = time.perf_counter()
     summary = simulate_seg(
         SimulationConfig(workspace=args.workspace, sites=args.sites, job=job, seed=args.seed)
     )
     print(format_simulation_summary(summary))
+    print(
+        f"{args.sites} sites x {args.rounds} rounds x {args.local_epochs} local epochs in "
+        f"{time.perf_counter() - start:.0f} s wall (simulator start and cross-site evaluation included)"
+    )
     print(f"summary: {Path(args.workspace) / 'summary.json'}")
     return 0
 

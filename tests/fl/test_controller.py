@@ -44,6 +44,10 @@ def test_console_shows_round_lines_and_warnings_but_not_info_or_known_noise() ->
     assert not keep.filter(
         _record("nvimgcodec_pydicom_plugin", logging.WARNING, "nvImageCodec is not available")
     )
+    end_run = "ask to stop job: reason: END_RUN received"
+    assert not keep.filter(
+        _record("nvflare.client.in_process.api.InProcessClientAPI", logging.WARNING, end_run)
+    )
 
 
 def test_log_config_keeps_nvflare_file_handlers() -> None:

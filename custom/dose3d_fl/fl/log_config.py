@@ -35,7 +35,8 @@ class RoundLinesFilter(logging.Filter):
             return True
         if record.levelno <= logging.INFO:
             return False
-        quiet = QUIET_WARNINGS.get(record.name)
+        # NVFlare names loggers by module path and class (``nvflare.client.in_process.api.InProcessClientAPI``).
+        quiet = QUIET_WARNINGS.get(record.name.rsplit(".", 1)[-1])
         return record.levelno > logging.WARNING or quiet is None or quiet not in record.getMessage()
 
 
