@@ -25,17 +25,13 @@ def _patients(text: str) -> list[int]:
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from dose3d_fl.data.synth import DEFAULT_PATIENTS, synthesize_federation
+    from dose3d_fl.data.synth import DEFAULT_PATIENTS, patients_per_site, synthesize_federation
 
     sites = args.sites or (len(args.patients) if args.patients else len(DEFAULT_PATIENTS))
-    if args.patients is None:
-        patients = [DEFAULT_PATIENTS[i % len(DEFAULT_PATIENTS)] for i in range(sites)]
-    elif len(args.patients) == 1:
-        patients = args.patients * sites
-    else:
-        patients = args.patients
-    if len(patients) != sites:
-        return _fail(f"--patients lists {len(patients)} site(s) but --sites is {sites}")
+    try:
+        patients = patients_per_site(sites, args.patients)
+    except ValueError:
+        return _fail(f"--patients lists {len(args.patients)} site(s) but --sites is {sites}")
     start = time.perf_counter()
     folders = synthesize_federation(
         args.out, patients, seed=args.seed, workers=args.workers, show_progress=True

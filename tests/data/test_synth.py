@@ -20,6 +20,7 @@ from dose3d_fl.data.synth import (
     PHI_MARKER,
     SyntheticPatient,
     patient_identity,
+    patients_per_site,
     synthesize_federation,
     synthesize_patient,
     write_study,
@@ -185,3 +186,11 @@ def test_cli_synth_checks_patient_counts(tmp_path: Path, capsys: pytest.CaptureF
     assert main(["synth", "--out", str(tmp_path), "--sites", "3", "--patients", "1,2"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("dose3d: error:") and "\n" not in err
+
+
+def test_patients_per_site_cycles_the_defaults_or_spreads_one_count():
+    assert patients_per_site(5) == [12, 8, 5, 12, 8]
+    assert patients_per_site(3, [2]) == [2, 2, 2]
+    assert patients_per_site(2, [4, 1]) == [4, 1]
+    with pytest.raises(ValueError, match="2 patient counts for 3 sites"):
+        patients_per_site(3, [4, 1])

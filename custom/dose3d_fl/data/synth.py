@@ -241,6 +241,25 @@ def _synthesize_one(args: tuple[int, int, int, Path]) -> int:
     return synthetic.geometry.shape[2]
 
 
+def patients_per_site(sites: int, counts: Sequence[int] | None = None) -> list[int]:
+    """The patient count of each of ``sites`` sites.
+
+    Args:
+        sites: number of sites.
+        counts: one count per site, or one count for every site; None cycles ``DEFAULT_PATIENTS``.
+
+    Raises:
+        ValueError: ``counts`` holds several values but not one per site.
+    """
+    if counts is None:
+        return [DEFAULT_PATIENTS[i % len(DEFAULT_PATIENTS)] for i in range(sites)]
+    if len(counts) == 1:
+        return list(counts) * sites
+    if len(counts) != sites:
+        raise ValueError(f"{len(counts)} patient counts for {sites} sites: give one per site, or one for all")
+    return list(counts)
+
+
 def synthesize_federation(
     out_dir: Path,
     patients: Sequence[int] = DEFAULT_PATIENTS,

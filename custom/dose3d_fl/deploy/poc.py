@@ -27,7 +27,7 @@ import yaml
 
 from dose3d_fl.data.ingest import ingest_site
 from dose3d_fl.data.manifest import MANIFEST_NAME
-from dose3d_fl.data.synth import DEFAULT_PATIENTS, synthesize_federation
+from dose3d_fl.data.synth import patients_per_site, synthesize_federation
 from dose3d_fl.deploy import admin
 from dose3d_fl.deploy.processes import (
     ParticipantProcess,
@@ -198,14 +198,14 @@ def prepare_site_data(config: PocConfig, on_progress: Callable[[str], None] = lo
     caches = {site: config.cache_dir(site) for site in config.sites}
     missing = [site for site, cache in caches.items() if not (cache / MANIFEST_NAME).is_file()]
     if missing:
-        patients = config.patients or DEFAULT_PATIENTS
-        if len(patients) == 1:
-            patients = patients * len(missing)
-        elif len(patients) != len(missing) and config.patients is not None:
-            raise ValueError(f"{len(patients)} patient counts given for {len(missing)} sites without data")
-        patients = tuple(patients[i % len(patients)] for i in range(len(missing)))
+        try:
+            patients = patients_per_site(len(missing), config.patients)
+        except ValueError:
+            raise ValueError(
+                f"{len(config.patients)} patient counts given for {len(missing)} sites without data"
+            ) from None
         dicom = config.root.resolve() / "data" / "dicom"
-        on_progress(f"synthesising {list(patients)} patients for {missing} into {dicom}")
+        on_progress(f"synthesising {patients} patients for {missing} into {dicom}")
         folders = synthesize_federation(dicom, patients, seed=config.seed, show_progress=True)
         for site, folder in zip(missing, folders, strict=True):
             on_progress(f"ingesting {folder} -> {caches[site]}")

@@ -17,7 +17,7 @@ from nvflare.recipe import SimEnv
 
 from dose3d_fl.data.ingest import ingest_site
 from dose3d_fl.data.manifest import MANIFEST_NAME
-from dose3d_fl.data.synth import DEFAULT_PATIENTS, synthesize_federation
+from dose3d_fl.data.synth import patients_per_site, synthesize_federation
 from dose3d_fl.fl.log_config import write_log_config
 from dose3d_fl.fl.seg_job import JOB_NAME, SegJobConfig, build_seg_recipe, execute_seg_recipe
 from dose3d_fl.fl.site_config import SITE_CONFIG_DIR_ENV, SiteConfig
@@ -47,7 +47,7 @@ def prepare_site_data(workspace: Path, sites: int, seed: int) -> list[Path]:
     dicom, cache = workspace / "data" / "dicom", workspace / "data" / "cache"
     names = [f"site-{i}" for i in range(1, sites + 1)]
     if not all((cache / name / MANIFEST_NAME).is_file() for name in names):
-        patients = [DEFAULT_PATIENTS[i % len(DEFAULT_PATIENTS)] for i in range(sites)]
+        patients = patients_per_site(sites)
         logger.info("synthesising %s patients at %d sites into %s", patients, sites, dicom)
         synthesize_federation(dicom, patients, seed=seed, show_progress=True)
         for name in names:
