@@ -83,13 +83,22 @@ def _cmd_fl_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_fl_simulate(args: argparse.Namespace) -> int:
+    from dose3d_fl.fl.privacy_policy import DPConfig
     from dose3d_fl.fl.seg_job import SegJobConfig
     from dose3d_fl.fl.simulate import SimulationConfig, format_simulation_summary, simulate_seg
 
     job = SegJobConfig(num_rounds=args.rounds, local_epochs=args.local_epochs, profile=args.profile)
+    dp = None
+    if args.dp_noise is not None:
+        dp = DPConfig(
+            clip_norm=args.dp_clip,
+            noise_multiplier=args.dp_noise,
+            epsilon_budget=args.dp_budget,
+            delta=args.dp_delta,
+        )
     start = time.perf_counter()
     summary = simulate_seg(
-        SimulationConfig(workspace=args.workspace, sites=args.sites, job=job, seed=args.seed)
+        SimulationConfig(workspace=args.workspace, sites=args.sites, job=job, seed=args.seed, dp=dp)
     )
     print(format_simulation_summary(summary))
     print(
@@ -98,6 +107,20 @@ def _cmd_fl_simulate(args: argparse.Namespace) -> int:
     )
     print(f"summary: {Path(args.workspace) / 'summary.json'}")
     return 0
+
+
+def _cmd_audit_verify(args: argparse.Namespace) -> int:
+    from dose3d_fl.fl.transfer_log import verify_chain
+
+    if not args.log.is_file():
+        print(f"error: {args.log} does not exist (the server writes transfer_log.jsonl in its job workspace)")
+        return 2
+    check = verify_chain(args.log)
+    if check.ok:
+        print(f"{args.log}: chain intact ({check.lines} line(s))")
+        return 0
+    print(f"{args.log}: chain broken at line {check.first_bad_line} of {check.lines}: {check.reason}")
+    return 1
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -431,7 +454,25 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--workspace", type=Path, default=Path("runs/simulate"))
     simulate.add_argument("--profile", default="cpu-small", help="segmentation profile (default cpu-small)")
     simulate.add_argument("--seed", type=int, default=0, help="synthetic data seed")
+    dp = simulate.add_argument_group(
+        "differential privacy at every simulated site (fl/dp.py; a real site sets it in local/privacy.json)"
+    )
+    dp.add_argument("--dp-noise", type=float, help="noise multiplier sigma (enables DP)")
+    dp.add_argument("--dp-clip", type=float, default=5.0, help="L2 bound C of a site's update (default 5)")
+    dp.add_argument(
+        "--dp-budget", type=float, default=1e12, help="epsilon budget per site (default: no limit)"
+    )
+    dp.add_argument("--dp-delta", type=float, default=1e-5, help="delta (default 1e-5)")
     simulate.set_defaults(func=_cmd_fl_simulate)
+
+    audit = sub.add_parser("audit", help="check the server's transfer log").add_subparsers(
+        dest="audit_command", required=True
+    )
+    verify = audit.add_parser(
+        "verify", help="check the hash chain of a transfer_log.jsonl; name the first bad line"
+    )
+    verify.add_argument("log", type=Path)
+    verify.set_defaults(func=_cmd_audit_verify)
 
     segment = sub.add_parser(
         "segment", help="segment a new patient's CT series into an RTSTRUCT (+ mask NIfTI and preview PNG)"

@@ -24,7 +24,9 @@ from nvflare.recipe import Run, add_cross_site_evaluation, add_experiment_tracki
 from nvflare.recipe.spec import ExecEnv
 
 from dose3d_fl.fl import DEFAULT_LOCAL_EPOCHS, DEFAULT_ROUNDS
+from dose3d_fl.fl.aggregators import RobustAggregator
 from dose3d_fl.fl.controller import SegFedAvg
+from dose3d_fl.fl.update_checks import DEFAULT_MAX_NORM_RATIO
 from dose3d_fl.seg.network import network_args
 from dose3d_fl.seg.profiles import DEFAULT_PROFILE, get_profile
 
@@ -47,6 +49,10 @@ class SegJobConfig:
         local_epochs: local epochs per round at each site.
         profile: segmentation profile name (``dose3d_fl.seg.profiles``).
         tensorboard: stream site metrics to the server's TensorBoard event files.
+        aggregation: ``"fedavg"`` (weighted mean), or a robust ``"median"`` / ``"trimmed_mean"``
+            (``dose3d_fl.fl.aggregators``).
+        max_norm_ratio: the server rejects an update farther from the global model than this many times the
+            median of the other sites' (``dose3d_fl.fl.update_checks``).
     """
 
     num_rounds: int = DEFAULT_ROUNDS
@@ -54,14 +60,24 @@ class SegJobConfig:
     local_epochs: int = DEFAULT_LOCAL_EPOCHS
     profile: str = DEFAULT_PROFILE
     tensorboard: bool = True
+    aggregation: str = "fedavg"
+    max_norm_ratio: float = DEFAULT_MAX_NORM_RATIO
 
 
 class SegFedAvgRecipe(FedAvgRecipe):
-    """NVFlare's PyTorch ``FedAvgRecipe`` with ``SegFedAvg`` (one log line per round) as the controller.
+    """NVFlare's PyTorch ``FedAvgRecipe`` with ``SegFedAvg`` (update checks, transfer log, round line).
 
     ``_create_controller`` is the recipe's documented extension point ("allowing framework recipes to extend
-    it"); the arguments are those NVFlare 2.9's recipe gives ``FedAvg``.
+    it"); the arguments are those NVFlare 2.9's recipe gives ``FedAvg``, plus ``max_norm_ratio``.
+
+    Args:
+        max_norm_ratio: see ``SegFedAvg``.
+        **kwargs: ``FedAvgRecipe``'s arguments.
     """
+
+    def __init__(self, *, max_norm_ratio: float = DEFAULT_MAX_NORM_RATIO, **kwargs: Any) -> None:
+        self.max_norm_ratio = max_norm_ratio  # read by _create_controller, which the base __init__ calls
+        super().__init__(**kwargs)
 
     def _create_controller(self, persistor_id: str, model_params: Any, model_aggregator: Any) -> SegFedAvg:
         return SegFedAvg(
@@ -78,6 +94,7 @@ class SegFedAvgRecipe(FedAvgRecipe):
             aggregation_weights=self.aggregation_weights,
             memory_gc_rounds=self.server_memory_gc_rounds,
             enable_tensor_disk_offload=self.enable_tensor_disk_offload,
+            max_norm_ratio=self.max_norm_ratio,
             **self._get_controller_kwargs(),
         )
 
@@ -101,6 +118,10 @@ def build_seg_recipe(config: SegJobConfig | None = None) -> FedAvgRecipe:
             train_args=f"--local-epochs {config.local_epochs} --profile {profile.name}",
             key_metric=KEY_METRIC,
             key_metric_mode="max",
+            aggregator=None
+            if config.aggregation == "fedavg"
+            else RobustAggregator(method=config.aggregation),
+            max_norm_ratio=config.max_norm_ratio,
         )
         # Timeouts for 3D models over hospital networks (server/README.md gives each one's reason): a site
         # that is slow to fetch or return a model is not dropped after NVFlare's 60 s default, and

@@ -10,17 +10,21 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nvflare.app_opt.pt.recipes.fedavg import FedAvgRecipe
 from nvflare.recipe import SimEnv
 
 from dose3d_fl.data.ingest import ingest_site
 from dose3d_fl.data.manifest import MANIFEST_NAME
 from dose3d_fl.data.synth import patients_per_site, synthesize_federation
 from dose3d_fl.fl.log_config import write_log_config
+from dose3d_fl.fl.privacy_policy import JOB_TASKS, DPConfig, policy_filters, site_privacy_policy
 from dose3d_fl.fl.seg_job import JOB_NAME, SegJobConfig, build_seg_recipe, execute_seg_recipe
 from dose3d_fl.fl.site_config import SITE_CONFIG_DIR_ENV, SiteConfig
+from dose3d_fl.fl.transfer_log import LOG_NAME
 
 logger = logging.getLogger(__name__)
 
@@ -34,12 +38,16 @@ class SimulationConfig:
         sites: number of simulated sites.
         job: the job arguments (rounds, local epochs, profile).
         seed: synthetic data seed.
+        dp: differential privacy at every simulated site (``None``: none).
+        keep_payloads: the sites' payload audit also keeps every serialised message they send.
     """
 
     workspace: Path
     sites: int = 3
     job: SegJobConfig = field(default_factory=SegJobConfig)
     seed: int = 0
+    dp: DPConfig | None = None
+    keep_payloads: bool = False
 
 
 def prepare_site_data(workspace: Path, sites: int, seed: int) -> list[Path]:
@@ -64,13 +72,30 @@ def write_site_configs(workspace: Path, caches: list[Path]) -> Path:
     return folder
 
 
-def simulate_seg(config: SimulationConfig) -> dict:
-    """Run the segmentation job in the simulator and summarise its Dice figures (also ``WS/summary.json``)."""
+def simulate_seg(config: SimulationConfig, customize: Callable[[FedAvgRecipe], None] | None = None) -> dict:
+    """Run the segmentation job in the simulator and summarise its Dice figures (also ``WS/summary.json``).
+
+    Args:
+        config: what to simulate.
+        customize: called with the recipe before it runs, to add job components (fault-injection drills and
+            tests add filters at chosen sites this way).
+    """
     workspace = Path(config.workspace).resolve()
     caches = prepare_site_data(workspace, config.sites, config.seed)
     os.environ[SITE_CONFIG_DIR_ENV] = str(write_site_configs(workspace, caches))
     job = SegJobConfig(**{**config.job.__dict__, "min_clients": config.sites})
     recipe = build_seg_recipe(job)
+    # NVFlare's simulator ignores site privacy scopes: the simulated sites get the filters of the site policy
+    # (sites/local/privacy.json) as job filters instead.
+    data_filters, result_filters = policy_filters(
+        site_privacy_policy(dp=config.dp, keep_payloads=config.keep_payloads)
+    )
+    for data_filter in data_filters:
+        recipe.add_client_input_filter(data_filter, tasks=list(JOB_TASKS))
+    for result_filter in result_filters:
+        recipe.add_client_output_filter(result_filter, tasks=list(JOB_TASKS))
+    if customize is not None:
+        customize(recipe)
     env = SimEnv(
         num_clients=config.sites,
         num_threads=config.sites,
@@ -126,6 +151,7 @@ def summarise_simulation(server_job_dir: Path, num_rounds: int) -> dict:
             rounds.append(union(per_site))
     rounds = [*rounds[: num_rounds - 1], union(site_dice)]
     return {
+        **transfer_summary(server_job_dir / LOG_NAME),
         "final_val_dice": union(site_dice),
         "round_val_dice": rounds,
         "site_val_dice": site_dice,
@@ -134,6 +160,33 @@ def summarise_simulation(server_job_dir: Path, num_rounds: int) -> dict:
             site: {model: results[model]["val_dice"] for model in results}
             for site, results in cross_site.items()
         },
+    }
+
+
+def transfer_summary(log: Path) -> dict:
+    """From the server's transfer log: per site, the rounds whose update was rejected or never came (an
+    error instead), the tensor bytes received per round, and the epsilon a site's DP filter reported last."""
+    rejected: dict[str, list[int]] = {}
+    errors: dict[str, list[int]] = {}
+    received: dict[str, list[int]] = {}
+    epsilon: dict[str, float] = {}
+    if log.is_file():
+        for line in log.read_text().splitlines():
+            entry = json.loads(line)
+            site, round_ = entry["site"], entry["round"] + 1
+            if entry["status"] == "rejected":
+                rejected.setdefault(site, []).append(round_)
+            elif entry["status"] == "error":
+                errors.setdefault(site, []).append(round_)
+            if "bytes" in entry:
+                received.setdefault(site, []).append(entry["bytes"])
+            if "dp_epsilon" in entry:
+                epsilon[site] = entry["dp_epsilon"]
+    return {
+        "rejected_rounds": rejected,
+        "error_rounds": errors,
+        "bytes_received_per_round": {s: max(b) for s, b in received.items()},
+        "dp_epsilon": epsilon,
     }
 
 
@@ -151,6 +204,21 @@ def format_simulation_summary(summary: dict) -> str:
     lines.append(
         f"{'union':<10} {sum(summary['site_val_cases'].values()):>9}  {summary['final_val_dice']:.4f}"
     )
+    if summary.get("dp_epsilon"):
+        lines += [
+            "",
+            "differential privacy: epsilon spent per site "
+            + ", ".join(f"{site} {eps:.3g}" for site, eps in sorted(summary["dp_epsilon"].items())),
+        ]
+    for key, label in (
+        ("rejected_rounds", "updates rejected by the server"),
+        ("error_rounds", "rounds a site sent an error"),
+    ):
+        if summary.get(key):
+            lines += [
+                "",
+                f"{label}: " + "; ".join(f"{s} rounds {r}" for s, r in sorted(summary[key].items())),
+            ]
     models = sorted({model for row in summary["cross_site"].values() for model in row})
     lines += [
         "",

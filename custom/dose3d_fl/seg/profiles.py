@@ -198,6 +198,14 @@ PROFILES: dict[str, SegProfile] = {
             sw_overlap=0.25,
             val_interval=5,
         ),
+    )
+}
+# Differential privacy needs a network without BatchNorm running statistics (as opacus demands): they are
+# data-dependent, must be noised with the update, and their scale (hundreds) dwarfs the weights' (0.01).
+PROFILES["cpu-small-dp"] = PROFILES["cpu-small"].replace(name="cpu-small-dp", norm="instance")
+PROFILES |= {
+    profile.name: profile
+    for profile in (
         SegProfile(
             name="spleen",
             pixdim=(1.5, 1.5, 2.0),

@@ -1,0 +1,80 @@
+"""Server-side checks of site updates and robust aggregation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from nvflare.app_common.abstract.fl_model import FLModel
+
+from dose3d_fl.fl.aggregators import RobustAggregator, robust_combine
+from dose3d_fl.fl.update_checks import check_update, norm_outliers, update_norm
+from tests.fl.site_messages import tiny_model
+
+
+def test_finite_update_of_the_global_model_passes() -> None:
+    model = tiny_model()
+    assert check_update({k: v + 0.1 for k, v in model.items()}, model) is None
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (lambda p: p["model.0.conv.unit0.conv.weight"].fill_(float("nan")), "NaN or Inf"),
+        (lambda p: p["model.0.conv.unit0.conv.weight"].fill_(float("inf")), "NaN or Inf"),
+        (lambda p: p.__setitem__("extra", torch.zeros(3)), "not in the global model"),
+        (lambda p: p.__setitem__("model.0.conv.unit0.conv.bias", torch.zeros(9)), "has shape"),
+    ],
+)
+def test_broken_updates_are_rejected_with_a_reason(change, reason: str) -> None:
+    model = tiny_model()
+    update = {k: v.clone() for k, v in model.items()}
+    change(update)
+    assert reason in check_update(update, model)
+
+
+def test_a_x100_update_is_an_outlier_and_the_others_are_not() -> None:
+    model = tiny_model()
+    rng = np.random.default_rng(0)
+    sites = {}
+    for site, scale in (("site-1", 1.0), ("site-2", 1.0), ("site-3", 100.0)):
+        sites[site] = {
+            k: v + scale * torch.from_numpy(rng.normal(0, 0.01, v.shape).astype(np.float32))
+            if v.is_floating_point()
+            else v
+            for k, v in model.items()
+        }
+    norms = {s: update_norm(p, model) for s, p in sites.items()}
+    flagged = norm_outliers(norms, max_norm_ratio=10)
+    assert set(flagged) == {"site-3"} and "median of the other sites" in flagged["site-3"]
+    # Two sites: the one far out is flagged, the normal one is not.
+    assert set(norm_outliers({"a": norms["site-1"], "b": norms["site-3"]}, 10)) == {"b"}
+    assert norm_outliers({"a": 1.0}, 10) == {}
+
+
+def test_median_and_trimmed_mean_ignore_one_extreme_site() -> None:
+    stack = np.array([[1.0, 2.0], [1.2, 2.2], [1.1, 2.1], [1e6, -1e6]])
+    assert np.allclose(robust_combine(stack, "median", 0.2), [1.15, 2.05])
+    assert np.allclose(robust_combine(stack[:3], "median", 0.2), [1.1, 2.1])
+    assert np.allclose(robust_combine(stack, "trimmed_mean", 0.25), [1.15, 2.05])
+
+
+def test_robust_aggregator_returns_the_coordinate_median_model_and_mean_metrics() -> None:
+    model = tiny_model()
+    aggregator = RobustAggregator(method="median")
+    for scale, dice in ((1.0, 0.5), (2.0, 0.7), (1000.0, 0.0)):
+        aggregator.accept_model(
+            FLModel(
+                params={k: v * scale if v.is_floating_point() else v for k, v in model.items()},
+                metrics={"val_dice": dice},
+                meta={"NUM_STEPS_CURRENT_ROUND": 10},
+            )
+        )
+    result = aggregator.aggregate_model()
+    name = "model.0.conv.unit0.conv.weight"
+    assert torch.allclose(result.params[name], model[name] * 2.0)
+    assert isinstance(result.params[name], torch.Tensor)
+    assert result.metrics["val_dice"] == pytest.approx(0.4)
+    aggregator.reset_stats()
+    with pytest.raises(RuntimeError, match="no accepted model"):
+        aggregator.aggregate_model()
