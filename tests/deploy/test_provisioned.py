@@ -30,6 +30,7 @@ from dose3d_fl.deploy.processes import (
 )
 from dose3d_fl.deploy.provision import ProvisionConfig, StartupKits, provision
 from dose3d_fl.fl.site_config import SITE_CONFIG_NAME, SiteConfig
+from dose3d_fl.fl.transfer_log import LOG_NAME, verify_chain
 from tests.deploy.conftest import REPO, make_tiny_cache
 
 pytestmark = [pytest.mark.slow, pytest.mark.deploy]
@@ -117,6 +118,18 @@ def test_segmentation_job_runs_to_completion(
         assert set(SITES) <= set(results)  # each site evaluated both site models ...
         assert any("global" in model.lower() for model in results)  # ... and the global model
         assert all(0.0 <= r["val_dice"] <= 1.0 for r in results.values())
+
+    # The sites' own privacy.json (not the job, which has no filters) put every result through the
+    # weights-only guard and the payload audit; the server's transfer log says so for every update.
+    transfer_log = server / LOG_NAME
+    assert verify_chain(transfer_log).ok
+    entries = [json.loads(line) for line in transfer_log.read_text().splitlines()]
+    assert {e["site"] for e in entries} == set(SITES)
+    assert all(e["status"] == "accepted" and e["filters"] == ["WeightsOnlyGuard"] for e in entries)
+    for site, kit in federation.kits.clients.items():
+        audit = [json.loads(line) for line in (kit / "payload_audit.jsonl").read_text().splitlines()]
+        assert {"train", "validate", "submit_model"} <= {r["task"] for r in audit}, site
+        assert all(set(r["tensors"]) <= set(weights) for r in audit)
 
 
 def test_admin_with_role_member_cannot_submit(federation: Federation, tiny_seg_job: Path) -> None:
