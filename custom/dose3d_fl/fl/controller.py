@@ -14,7 +14,8 @@ import time
 from typing import Any
 
 from nvflare.app_common.abstract.fl_model import FLModel
-from nvflare.app_common.workflows.fedavg import FedAvg
+
+from dose3d_fl.fl.resilient import ResilientFedAvg
 
 ROUND_LOGGER = "dose3d.rounds"
 round_log = logging.getLogger(ROUND_LOGGER)
@@ -48,7 +49,7 @@ def format_round_line(
     )
 
 
-class SegFedAvg(FedAvg):
+class SegFedAvg(ResilientFedAvg):
     """``FedAvg`` (weights only, weighted by local steps) that logs one concise line per round.
 
     Takes exactly ``FedAvg``'s arguments; the FedAvg recipe builds it through

@@ -47,6 +47,13 @@ class SegJobConfig:
         local_epochs: local epochs per round at each site.
         profile: segmentation profile name (``dose3d_fl.seg.profiles``).
         tensorboard: stream site metrics to the server's TensorBoard event files.
+        min_responses: results a round needs (capped at ``min_clients``); a round that closes with fewer
+            stops the job, which ``resume`` then continues (``dose3d_fl.fl.resilient``).
+        round_timeout: seconds a round waits for the sites; late results are discarded. Set it above the
+            slowest site's round (its local training plus two model transfers); 0 waits without limit.
+        resume: start from the server's checkpoint of the last ``seg_fedavg`` job and continue its rounds.
+        dead_client_grace_period: seconds the server job waits for a site whose job was reported dead to show
+            a sign of life before giving up its tasks (server/README.md).
     """
 
     num_rounds: int = DEFAULT_ROUNDS
@@ -54,17 +61,41 @@ class SegJobConfig:
     local_epochs: int = DEFAULT_LOCAL_EPOCHS
     profile: str = DEFAULT_PROFILE
     tensorboard: bool = True
+    min_responses: int = 2
+    round_timeout: int = 7200
+    resume: bool = False
+    dead_client_grace_period: int = 600
 
 
 class SegFedAvgRecipe(FedAvgRecipe):
     """NVFlare's PyTorch ``FedAvgRecipe`` with ``SegFedAvg`` (one log line per round) as the controller.
 
     ``_create_controller`` is the recipe's documented extension point ("allowing framework recipes to extend
-    it"); the arguments are those NVFlare 2.9's recipe gives ``FedAvg``.
+    it"); the arguments are those NVFlare 2.9's recipe gives ``FedAvg``, plus the dropout and resume
+    arguments of ``dose3d_fl.fl.resilient.ResilientFedAvg``.
+
+    Args:
+        min_responses: results a round needs (0: every sampled site).
+        round_timeout: seconds a round waits for results (0: no limit).
+        resume: continue from the server's checkpoint of the last job of this name.
+        **kwargs: ``FedAvgRecipe``'s arguments.
     """
+
+    def __init__(
+        self, *, min_responses: int = 0, round_timeout: int = 0, resume: bool = False, **kwargs: Any
+    ) -> None:
+        # FedAvgRecipe.__init__ calls _create_controller, so these must be set first.
+        self.min_responses = min_responses
+        self.round_timeout = round_timeout
+        self.resume = resume
+        super().__init__(**kwargs)
 
     def _create_controller(self, persistor_id: str, model_params: Any, model_aggregator: Any) -> SegFedAvg:
         return SegFedAvg(
+            min_responses=self.min_responses,
+            round_timeout=self.round_timeout,
+            resume=self.resume,
+            checkpoint_name=self.name,
             num_clients=self.min_clients,
             num_rounds=self.num_rounds,
             persistor_id=persistor_id,
@@ -101,11 +132,14 @@ def build_seg_recipe(config: SegJobConfig | None = None) -> FedAvgRecipe:
             train_args=f"--local-epochs {config.local_epochs} --profile {profile.name}",
             key_metric=KEY_METRIC,
             key_metric_mode="max",
+            min_responses=min(config.min_responses, config.min_clients),
+            round_timeout=config.round_timeout,
+            resume=config.resume,
         )
         # Timeouts for 3D models over hospital networks (server/README.md gives each one's reason): a site
         # that is slow to fetch or return a model is not dropped after NVFlare's 60 s default, and
         # cross-site evaluation of several 3D models at a slow site may take hours.
-        recipe.add_server_config({"dead_client_grace_period": 600})
+        recipe.add_server_config({"dead_client_grace_period": config.dead_client_grace_period})
         recipe.add_client_config({"get_task_timeout": 600, "submit_task_result_timeout": 600})
         add_cross_site_evaluation(recipe, submit_model_timeout=1800, validation_timeout=14400)
         if config.tensorboard:
