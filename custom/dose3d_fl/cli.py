@@ -82,11 +82,25 @@ def _cmd_fl_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_fl_resume(args: argparse.Namespace) -> int:
+    from dose3d_fl.fl.resume import make_resume_job
+
+    try:
+        target = make_resume_job(args.job, args.out)
+    except (OSError, ValueError) as err:
+        return _fail(str(err))
+    print(target)
+    print(f"submit it to the server that ran the job, e.g. dose3d poc submit {target} --wait")
+    return 0
+
+
 def _cmd_fl_simulate(args: argparse.Namespace) -> int:
     from dose3d_fl.fl.seg_job import SegJobConfig
     from dose3d_fl.fl.simulate import SimulationConfig, format_simulation_summary, simulate_seg
 
-    job = SegJobConfig(num_rounds=args.rounds, local_epochs=args.local_epochs, profile=args.profile)
+    job = SegJobConfig(
+        num_rounds=args.rounds, local_epochs=args.local_epochs, profile=args.profile, resume=args.resume
+    )
     start = time.perf_counter()
     summary = simulate_seg(
         SimulationConfig(workspace=args.workspace, sites=args.sites, job=job, seed=args.seed)
@@ -431,7 +445,25 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--workspace", type=Path, default=Path("runs/simulate"))
     simulate.add_argument("--profile", default="cpu-small", help="segmentation profile (default cpu-small)")
     simulate.add_argument("--seed", type=int, default=0, help="synthetic data seed")
+    simulate.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the last round checkpoint of a simulation in this workspace (WS/checkpoints)",
+    )
     simulate.set_defaults(func=_cmd_fl_simulate)
+    resume = fl.add_parser(
+        "resume", help="write a copy of a job that continues from the server's last round checkpoint"
+    )
+    resume.add_argument(
+        "--job", type=Path, default=Path("jobs/seg_fedavg"), help="job folder (default jobs/seg_fedavg)"
+    )
+    resume.add_argument(
+        "--out",
+        type=Path,
+        default=Path("runs/resume"),
+        help="parent folder of the resume job (default runs/resume)",
+    )
+    resume.set_defaults(func=_cmd_fl_resume)
 
     segment = sub.add_parser(
         "segment", help="segment a new patient's CT series into an RTSTRUCT (+ mask NIfTI and preview PNG)"

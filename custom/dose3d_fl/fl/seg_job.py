@@ -54,6 +54,7 @@ class SegJobConfig:
         resume: start from the server's checkpoint of the last ``seg_fedavg`` job and continue its rounds.
         dead_client_grace_period: seconds the server job waits for a site whose job was reported dead to show
             a sign of life before giving up its tasks (server/README.md).
+        cross_site_evaluation: evaluate every site's and the global model at every site after training.
     """
 
     num_rounds: int = DEFAULT_ROUNDS
@@ -65,6 +66,7 @@ class SegJobConfig:
     round_timeout: int = 7200
     resume: bool = False
     dead_client_grace_period: int = 600
+    cross_site_evaluation: bool = True
 
 
 class SegFedAvgRecipe(FedAvgRecipe):
@@ -141,7 +143,8 @@ def build_seg_recipe(config: SegJobConfig | None = None) -> FedAvgRecipe:
         # cross-site evaluation of several 3D models at a slow site may take hours.
         recipe.add_server_config({"dead_client_grace_period": config.dead_client_grace_period})
         recipe.add_client_config({"get_task_timeout": 600, "submit_task_result_timeout": 600})
-        add_cross_site_evaluation(recipe, submit_model_timeout=1800, validation_timeout=14400)
+        if config.cross_site_evaluation:
+            add_cross_site_evaluation(recipe, submit_model_timeout=1800, validation_timeout=14400)
         if config.tensorboard:
             add_experiment_tracking(recipe, tracking_type="tensorboard")
     return recipe
