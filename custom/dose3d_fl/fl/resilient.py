@@ -116,6 +116,7 @@ class ResilientFedAvg(FedAvg):
         self.checkpoint_name = checkpoint_name
         self._participation: list[dict[str, Any]] = []
         self._answered: list[str] = []
+        self._failed: list[str] = []  # sites whose result came but was not aggregated (an error, no weights)
         self._missing: dict[str, tuple[int, float]] = {}  # site -> (1-based round it missed, when it closed)
 
     # -- the workflow ---------------------------------------------------------------------------------------
@@ -225,12 +226,15 @@ class ResilientFedAvg(FedAvg):
         self._params_type = None
         self._site_metric_weights = {}
         self._answered = []
+        self._failed = []
 
     def _aggregate_one_result(self, result: FLModel) -> bool:
         accepted = super()._aggregate_one_result(result)
+        site = str((result.meta or {}).get("client_name", "?"))
         if accepted:
-            self._answered.append(str((result.meta or {}).get("client_name", "?")))
+            self._answered.append(site)
         else:
+            self._failed.append(site)
             error = (result.meta or {}).get("error")
             if error:
                 round_log.warning(
@@ -284,17 +288,20 @@ class ResilientFedAvg(FedAvg):
             "sampled": sorted(clients),
             "aggregated": sorted(self._answered),
             "missed": missed,
+            "errors": sorted(set(self._failed)),
             "seconds": round(seconds, 1),
         }
         self._participation.append(record)
         for site in missed:
-            self._missing[site] = (self.current_round + 1, time.monotonic())
+            if site not in self._failed:
+                self._missing[site] = (self.current_round + 1, time.monotonic())
+            reason = (
+                "it reported an error"
+                if site in self._failed
+                else f"no result when the round closed, after {seconds:.0f} s"
+            )
             round_log.warning(
-                "round %d/%d: %s missed the round (no usable result within %s s)",
-                self.current_round + 1,
-                self.num_rounds,
-                site,
-                self.round_timeout or "unlimited",
+                "round %d/%d: %s missed the round (%s)", self.current_round + 1, self.num_rounds, site, reason
             )
         self._write_participation()
 

@@ -138,16 +138,23 @@ def build_seg_recipe(config: SegJobConfig | None = None) -> FedAvgRecipe:
             round_timeout=config.round_timeout,
             resume=config.resume,
         )
-        # Timeouts for 3D models over hospital networks (server/README.md gives each one's reason): a site
-        # that is slow to fetch or return a model is not dropped after NVFlare's 60 s default, and
-        # cross-site evaluation of several 3D models at a slow site may take hours.
-        recipe.add_server_config({"dead_client_grace_period": config.dead_client_grace_period})
-        recipe.add_client_config({"get_task_timeout": 600, "submit_task_result_timeout": 600})
+        add_transfer_timeouts(recipe, config.dead_client_grace_period)
+        # Cross-site evaluation of several 3D models at a slow site may take hours.
         if config.cross_site_evaluation:
             add_cross_site_evaluation(recipe, submit_model_timeout=1800, validation_timeout=14400)
         if config.tensorboard:
             add_experiment_tracking(recipe, tracking_type="tensorboard")
     return recipe
+
+
+def add_transfer_timeouts(recipe: FedAvgRecipe, dead_client_grace_period: int = 600) -> None:
+    """The job's timeouts for 3D models over hospital networks (server/README.md gives each one's reason).
+
+    A site that is slow to fetch or return a model is not dropped after NVFlare's 60 s defaults, and a site
+    whose connection drops has ``dead_client_grace_period`` seconds to show that its job is alive.
+    """
+    recipe.add_server_config({"dead_client_grace_period": dead_client_grace_period})
+    recipe.add_client_config({"get_task_timeout": 600, "submit_task_result_timeout": 600})
 
 
 def export_seg_job(out_dir: Path, config: SegJobConfig | None = None) -> Path:

@@ -37,7 +37,7 @@ def main() -> None:
                         "site": site,
                         "round": incoming.current_round,
                         "total_rounds": incoming.total_rounds,
-                        "received": float(weights["bias"].flatten()[0]),
+                        "received": float(next(iter(weights.values())).flatten()[0]),
                     }
                 )
                 + "\n"

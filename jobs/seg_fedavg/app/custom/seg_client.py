@@ -40,12 +40,14 @@ class SiteRunner:
 
     def _build(self) -> SegTrainer:
         trainer = build_site_trainer(self.site, self.profile)
-        self._signature = cache_signature([*trainer.train_cases, *trainer.val_cases])
+        # All the split's cases, before the trainer leaves out bad ones: a case that comes back is noticed.
+        self._cases = [*trainer.train_cases, *trainer.val_cases]
+        self._signature = cache_signature(self._cases)
         return trainer
 
     def current_trainer(self) -> SegTrainer:
         """The trainer, rebuilt (cases re-screened) if the cache's files changed since it was built."""
-        if cache_signature([*self.trainer.train_cases, *self.trainer.val_cases]) != self._signature:
+        if cache_signature(self._cases) != self._signature:
             logger.warning("%s: the site cache changed during the job; reloading its cases", self.site)
             self.trainer = self._build()
         return self.trainer
