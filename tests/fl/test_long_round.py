@@ -1,7 +1,7 @@
 """A round several times longer than the heartbeat does not get a slow site dropped (documented settings).
 
 A site's liveness comes from heartbeats its processes send while it trains (server/README.md, "Timeouts for
-3D training"), never from finishing its task: here hospital site-2 takes 45 s for its round (4.5 times the
+3D training"), never from finishing its task: here site-2 takes 35 s for its round (3.5 times the
 10 s heartbeat interval) with the job's transfer timeouts and no round timeout, and the round waits for it.
 """
 
@@ -18,7 +18,7 @@ from dose3d_fl.fl.resilient import CHECKPOINT_DIR_ENV
 from dose3d_fl.fl.seg_job import SegFedAvgRecipe, _inside, add_transfer_timeouts
 
 PROBE_DIR = Path(__file__).with_name("resilient_job")
-SLOW_SECONDS = 45
+SLOW_SECONDS = 35
 HEARTBEAT_SECONDS = 10  # NVFlare 2.9's heart_beat_interval and job_heartbeat_interval
 
 
@@ -42,7 +42,7 @@ def test_slow_site_is_waited_for_not_declared_dead(tmp_path: Path, monkeypatch) 
     server = tmp_path / "sim" / "long" / "server"
     (record,) = json.loads((server / "simulate_job" / "participation.json").read_text())["rounds"]
     assert record["aggregated"] == ["site-1", "site-2"]
-    assert record["seconds"] >= SLOW_SECONDS > 4 * HEARTBEAT_SECONDS
+    assert record["seconds"] >= SLOW_SECONDS > 3 * HEARTBEAT_SECONDS
     log = (server / "log.txt").read_text()
     dropped = re.findall(r".*(?:deemed disconnected|is dead|dead job|missed the round).*", log, re.IGNORECASE)
     assert not dropped, dropped

@@ -35,6 +35,11 @@ from nvflare.app_common.abstract.fl_model import FLModel
 from nvflare.app_common.aggregators.weighted_aggregation_helper import WeightedAggregationHelper
 from nvflare.app_common.app_constant import AppConstants
 from nvflare.app_common.app_event_type import AppEventType
+from nvflare.app_common.utils.fedprox_utils import set_fedprox_metadata
+from nvflare.app_common.utils.tensor_disk_offload_context import (
+    cleanup_tensor_disk_offload,
+    setup_tensor_disk_offload,
+)
 from nvflare.app_common.workflows.fedavg import FedAvg
 from nvflare.fuel.utils.log_utils import center_message
 
@@ -122,6 +127,19 @@ class ResilientFedAvg(FedAvg):
     # -- the workflow ---------------------------------------------------------------------------------------
 
     def run(self) -> None:
+        # As FedAvg.run: tensors may stream to disk instead of memory while results are aggregated.
+        context = None
+        try:
+            context = setup_tensor_disk_offload(
+                engine=getattr(self, "engine", None),
+                enabled=self.enable_tensor_disk_offload,
+                job_id=self.fl_ctx.get_job_id("job"),
+            )
+            self._run_rounds()
+        finally:
+            cleanup_tensor_disk_offload(engine=getattr(self, "engine", None), context=context)
+
+    def _run_rounds(self) -> None:
         self.info(center_message("Start FedAvg."))
         self.fl_ctx.set_prop(AppConstants.NUM_ROUNDS, self.num_rounds, private=True, sticky=False)
         model = self._initial_model()
@@ -179,6 +197,7 @@ class ResilientFedAvg(FedAvg):
         clients = self.sample_clients(self.num_clients)
         self._reset_round_state(clients)
         started = time.monotonic()
+        set_fedprox_metadata(model, self.fedprox_mu)
         self.send_model(
             task_name=self.task_name,
             targets=clients,
@@ -227,6 +246,23 @@ class ResilientFedAvg(FedAvg):
         self._site_metric_weights = {}
         self._answered = []
         self._failed = []
+
+    def reject_result(self, result: FLModel, reason: str) -> bool:
+        """Leave a site's result of this round out, log why, and count the site as failed; returns False.
+
+        For subclasses that validate results before aggregating them: ``return self.reject_result(r, why)``
+        from ``_aggregate_one_result`` instead of calling ``super()``.
+        """
+        site = str((result.meta or {}).get("client_name", "?"))
+        self._failed.append(site)
+        round_log.warning(
+            "round %d/%d: result of %s rejected, not aggregated: %s",
+            self.current_round + 1,
+            self.num_rounds,
+            site,
+            reason,
+        )
+        return False
 
     def _aggregate_one_result(self, result: FLModel) -> bool:
         accepted = super()._aggregate_one_result(result)
