@@ -82,12 +82,26 @@ def _cmd_fl_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_fl_resume(args: argparse.Namespace) -> int:
+    from dose3d_fl.fl.resume import make_resume_job
+
+    try:
+        target = make_resume_job(args.job, args.out)
+    except (OSError, ValueError) as err:
+        return _fail(str(err))
+    print(target)
+    print(f"submit it to the server that ran the job, e.g. dose3d poc submit {target} --wait")
+    return 0
+
+
 def _cmd_fl_simulate(args: argparse.Namespace) -> int:
     from dose3d_fl.fl.privacy_policy import DPConfig
     from dose3d_fl.fl.seg_job import SegJobConfig
     from dose3d_fl.fl.simulate import SimulationConfig, format_simulation_summary, simulate_seg
 
-    job = SegJobConfig(num_rounds=args.rounds, local_epochs=args.local_epochs, profile=args.profile)
+    job = SegJobConfig(
+        num_rounds=args.rounds, local_epochs=args.local_epochs, profile=args.profile, resume=args.resume
+    )
     dp = None
     if args.dp_noise is not None:
         dp = DPConfig(
@@ -463,7 +477,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--dp-budget", type=float, default=1e12, help="epsilon budget per site (default: no limit)"
     )
     dp.add_argument("--dp-delta", type=float, default=1e-5, help="delta (default 1e-5)")
+    simulate.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the last round checkpoint of a simulation in this workspace (WS/checkpoints)",
+    )
     simulate.set_defaults(func=_cmd_fl_simulate)
+    resume = fl.add_parser(
+        "resume", help="write a copy of a job that continues from the server's last round checkpoint"
+    )
+    resume.add_argument(
+        "--job", type=Path, default=Path("jobs/seg_fedavg"), help="job folder (default jobs/seg_fedavg)"
+    )
+    resume.add_argument(
+        "--out",
+        type=Path,
+        default=Path("runs/resume"),
+        help="parent folder of the resume job (default runs/resume)",
+    )
+    resume.set_defaults(func=_cmd_fl_resume)
 
     audit = sub.add_parser("audit", help="check the server's transfer log").add_subparsers(
         dest="audit_command", required=True

@@ -52,3 +52,12 @@ def test_job_timeouts_fit_3d_training() -> None:
     assert client["get_task_timeout"] >= 600 and client["submit_task_result_timeout"] >= 600
     (cse,) = [w for w in server["workflows"] if w["path"].endswith("CrossSiteModelEval")]
     assert cse["args"]["validation_timeout"] >= 3600
+
+
+def test_job_tolerates_a_site_dropping_out() -> None:
+    """ResilientFedAvg: a round closes after round_timeout with min_responses results (README, Reliability)."""
+    server = json.loads((COMMITTED / "app" / "config" / "config_fed_server.json").read_text())
+    (controller,) = [w for w in server["workflows"] if w["id"] == "controller"]
+    args = controller["args"]
+    assert (args["min_responses"], args["round_timeout"], args["checkpoint_name"]) == (2, 7200, JOB_NAME)
+    assert "resume" not in args  # the committed job starts afresh; `dose3d fl resume` writes a resuming copy

@@ -60,7 +60,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
             SimulationConfig(
                 workspace=ws,
                 sites=3,
-                job=SegJobConfig(num_rounds=2, local_epochs=2, tensorboard=False),
+                job=SegJobConfig(num_rounds=2, local_epochs=2, tensorboard=False, min_responses=1),
                 keep_payloads=True,
             ),
             customize=poison,

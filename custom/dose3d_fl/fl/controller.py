@@ -22,14 +22,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from nvflare.apis.client import Client
 from nvflare.apis.dxo import MetaKey
 from nvflare.apis.fl_constant import ReturnCode
 from nvflare.apis.fl_context import FLContext
 from nvflare.apis.shareable import Shareable
 from nvflare.app_common.abstract.fl_model import FLModel, ParamsType
-from nvflare.app_common.workflows.fedavg import FedAvg
+from nvflare.app_common.app_constant import AppConstants
 
 from dose3d_fl.fl.payload import as_array, params_digest
+from dose3d_fl.fl.resilient import ResilientFedAvg
 from dose3d_fl.fl.transfer_log import LOG_NAME, TransferLog
 from dose3d_fl.fl.update_checks import DEFAULT_MAX_NORM_RATIO, check_update, norm_outliers, update_norm
 
@@ -65,10 +67,10 @@ def format_round_line(
     )
 
 
-class SegFedAvg(FedAvg):
-    """``FedAvg`` (weights only, weighted by local steps) with update checks, a transfer log and a round line.
+class SegFedAvg(ResilientFedAvg):
+    """FedAvg (weights only, weighted by local steps) with update checks, a transfer log and a round line.
 
-    Takes ``FedAvg``'s arguments plus:
+    Takes the arguments of ``ResilientFedAvg`` (``FedAvg``'s plus dropout tolerance and resume) plus:
 
     Args:
         max_norm_ratio: reject an update whose distance from the global model exceeds this many times the
@@ -111,29 +113,34 @@ class SegFedAvg(FedAvg):
         return super()._accept_train_result(client_name=client_name, result=result, fl_ctx=fl_ctx, **kwargs)
 
     def _aggregate_one_result(self, result: FLModel) -> bool:
-        site = str((result.meta or {}).get("client_name", "?"))
-        self._round_metrics[site] = dict(result.metrics or {})
         reason = check_update(result.params, self._global) if self._global else None
         if reason:
-            self._reject(site, result, reason)
+            self._reject(_site(result), result, reason)
             return False
         self._held.append(result)  # aggregated with the others once the round's results are in
         return True
 
-    def _get_aggregated_result(self) -> FLModel:
+    def _record_participation(self, clients: list[str], seconds: float) -> None:
+        # The round has closed: check the held updates against each other, aggregate the accepted ones, and
+        # only then let ResilientFedAvg count who took part and whether enough sites did.
+        self._flush_held()
+        super()._record_participation(clients, seconds)
+
+    def _flush_held(self) -> None:
         held, self._held = self._held, []
         norms = {_site(r): update_norm(r.params, self._global) for r in held} if self._global else {}
         outliers = norm_outliers(norms, self.max_norm_ratio)
-        accepted = 0
         for result in held:
             site = _site(result)
             if site in outliers:
                 self._reject(site, result, outliers[site], norm=norms.get(site))
-                continue
-            if super()._aggregate_one_result(result) is not False:
-                accepted += 1
+            elif super()._aggregate_one_result(result) is not False:
+                self._round_metrics[site] = dict(result.metrics or {})
                 self._log_transfer(site, "accepted", result, norm=norms.get(site))
-        if accepted == 0 and self._global:
+
+    def _get_aggregated_result(self) -> FLModel:
+        self._flush_held()  # no-op after _record_participation; kept for callers of FedAvg's own run()
+        if self._received_count == 0 and self._global:
             self.warning(f"round {self.current_round}: no update accepted; the global model stays as it was")
             return FLModel(
                 params=dict(self._global),
@@ -142,6 +149,15 @@ class SegFedAvg(FedAvg):
                 meta={"nr_aggregated": 0, "current_round": self.current_round},
             )
         return super()._get_aggregated_result()
+
+    def process_result_of_unknown_task(
+        self, client: Client, task_name: str, client_task_id: str, result: Shareable, fl_ctx: FLContext
+    ) -> None:
+        result_round = result.get_header(AppConstants.CURRENT_ROUND, None)
+        self._log_transfer(
+            client.name, "late", reason=f"{task_name} result for round {result_round} arrived after it closed"
+        )
+        super().process_result_of_unknown_task(client, task_name, client_task_id, result, fl_ctx)
 
     def update_model(self, model: FLModel, aggr_result: FLModel) -> FLModel:
         updated = super().update_model(model, aggr_result)
@@ -157,7 +173,7 @@ class SegFedAvg(FedAvg):
 
     def _reject(self, site: str, result: FLModel, reason: str, norm: float | None = None) -> None:
         self.rejections.setdefault(site, []).append(self.current_round)
-        round_log.warning("round %d: update of %s rejected: %s", self.current_round + 1, site, reason)
+        self.reject_result(result, reason)  # the warning line, and the site counts as failed this round
         self._log_transfer(site, "rejected", result, reason=reason, norm=norm)
 
     def _log_transfer(

@@ -53,6 +53,14 @@ class SegJobConfig:
             (``dose3d_fl.fl.aggregators``).
         max_norm_ratio: the server rejects an update farther from the global model than this many times the
             median of the other sites' (``dose3d_fl.fl.update_checks``).
+        min_responses: results a round needs (capped at ``min_clients``); a round that closes with fewer
+            stops the job, which ``resume`` then continues (``dose3d_fl.fl.resilient``).
+        round_timeout: seconds a round waits for the sites; late results are discarded. Set it above the
+            slowest site's round (its local training plus two model transfers); 0 waits without limit.
+        resume: start from the server's checkpoint of the last ``seg_fedavg`` job and continue its rounds.
+        dead_client_grace_period: seconds the server job waits for a site whose job was reported dead to show
+            a sign of life before giving up its tasks (server/README.md).
+        cross_site_evaluation: evaluate every site's and the global model at every site after training.
     """
 
     num_rounds: int = DEFAULT_ROUNDS
@@ -62,25 +70,50 @@ class SegJobConfig:
     tensorboard: bool = True
     aggregation: str = "fedavg"
     max_norm_ratio: float = DEFAULT_MAX_NORM_RATIO
+    min_responses: int = 2
+    round_timeout: int = 7200
+    resume: bool = False
+    dead_client_grace_period: int = 600
+    cross_site_evaluation: bool = True
 
 
 class SegFedAvgRecipe(FedAvgRecipe):
     """NVFlare's PyTorch ``FedAvgRecipe`` with ``SegFedAvg`` (update checks, transfer log, round line).
 
     ``_create_controller`` is the recipe's documented extension point ("allowing framework recipes to extend
-    it"); the arguments are those NVFlare 2.9's recipe gives ``FedAvg``, plus ``max_norm_ratio``.
+    it"); the arguments are those NVFlare 2.9's recipe gives ``FedAvg``, plus the update-check, dropout and
+    resume arguments of ``SegFedAvg`` and ``dose3d_fl.fl.resilient.ResilientFedAvg``.
 
     Args:
         max_norm_ratio: see ``SegFedAvg``.
+        min_responses: results a round needs (0: every sampled site).
+        round_timeout: seconds a round waits for results (0: no limit).
+        resume: continue from the server's checkpoint of the last job of this name.
         **kwargs: ``FedAvgRecipe``'s arguments.
     """
 
-    def __init__(self, *, max_norm_ratio: float = DEFAULT_MAX_NORM_RATIO, **kwargs: Any) -> None:
-        self.max_norm_ratio = max_norm_ratio  # read by _create_controller, which the base __init__ calls
+    def __init__(
+        self,
+        *,
+        max_norm_ratio: float = DEFAULT_MAX_NORM_RATIO,
+        min_responses: int = 0,
+        round_timeout: int = 0,
+        resume: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        # FedAvgRecipe.__init__ calls _create_controller, so these must be set first.
+        self.max_norm_ratio = max_norm_ratio
+        self.min_responses = min_responses
+        self.round_timeout = round_timeout
+        self.resume = resume
         super().__init__(**kwargs)
 
     def _create_controller(self, persistor_id: str, model_params: Any, model_aggregator: Any) -> SegFedAvg:
         return SegFedAvg(
+            min_responses=self.min_responses,
+            round_timeout=self.round_timeout,
+            resume=self.resume,
+            checkpoint_name=self.name,
             num_clients=self.min_clients,
             num_rounds=self.num_rounds,
             persistor_id=persistor_id,
@@ -122,16 +155,27 @@ def build_seg_recipe(config: SegJobConfig | None = None) -> FedAvgRecipe:
             if config.aggregation == "fedavg"
             else RobustAggregator(method=config.aggregation),
             max_norm_ratio=config.max_norm_ratio,
+            min_responses=min(config.min_responses, config.min_clients),
+            round_timeout=config.round_timeout,
+            resume=config.resume,
         )
-        # Timeouts for 3D models over hospital networks (server/README.md gives each one's reason): a site
-        # that is slow to fetch or return a model is not dropped after NVFlare's 60 s default, and
-        # cross-site evaluation of several 3D models at a slow site may take hours.
-        recipe.add_server_config({"dead_client_grace_period": 600})
-        recipe.add_client_config({"get_task_timeout": 600, "submit_task_result_timeout": 600})
-        add_cross_site_evaluation(recipe, submit_model_timeout=1800, validation_timeout=14400)
+        add_transfer_timeouts(recipe, config.dead_client_grace_period)
+        # Cross-site evaluation of several 3D models at a slow site may take hours.
+        if config.cross_site_evaluation:
+            add_cross_site_evaluation(recipe, submit_model_timeout=1800, validation_timeout=14400)
         if config.tensorboard:
             add_experiment_tracking(recipe, tracking_type="tensorboard")
     return recipe
+
+
+def add_transfer_timeouts(recipe: FedAvgRecipe, dead_client_grace_period: int = 600) -> None:
+    """The job's timeouts for 3D models over hospital networks (server/README.md gives each one's reason).
+
+    A site that is slow to fetch or return a model is not dropped after NVFlare's 60 s defaults, and a site
+    whose connection drops has ``dead_client_grace_period`` seconds to show that its job is alive.
+    """
+    recipe.add_server_config({"dead_client_grace_period": dead_client_grace_period})
+    recipe.add_client_config({"get_task_timeout": 600, "submit_task_result_timeout": 600})
 
 
 def export_seg_job(out_dir: Path, config: SegJobConfig | None = None) -> Path:

@@ -22,6 +22,7 @@ from dose3d_fl.data.manifest import MANIFEST_NAME
 from dose3d_fl.data.synth import patients_per_site, synthesize_federation
 from dose3d_fl.fl.log_config import write_log_config
 from dose3d_fl.fl.privacy_policy import JOB_TASKS, DPConfig, policy_filters, site_privacy_policy
+from dose3d_fl.fl.resilient import CHECKPOINT_DIR_ENV
 from dose3d_fl.fl.seg_job import JOB_NAME, SegJobConfig, build_seg_recipe, execute_seg_recipe
 from dose3d_fl.fl.site_config import SITE_CONFIG_DIR_ENV, SiteConfig
 from dose3d_fl.fl.transfer_log import LOG_NAME
@@ -83,6 +84,8 @@ def simulate_seg(config: SimulationConfig, customize: Callable[[FedAvgRecipe], N
     workspace = Path(config.workspace).resolve()
     caches = prepare_site_data(workspace, config.sites, config.seed)
     os.environ[SITE_CONFIG_DIR_ENV] = str(write_site_configs(workspace, caches))
+    # The simulator recreates the server workspace for every run: round checkpoints live beside it.
+    os.environ[CHECKPOINT_DIR_ENV] = str(workspace / "checkpoints")
     job = SegJobConfig(**{**config.job.__dict__, "min_clients": config.sites})
     recipe = build_seg_recipe(job)
     # NVFlare's simulator ignores site privacy scopes: the simulated sites get the filters of the site policy

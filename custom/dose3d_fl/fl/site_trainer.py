@@ -13,6 +13,12 @@ from dose3d_fl.seg.trainer import SegTrainer
 logger = logging.getLogger(__name__)
 
 
+def site_state_folder(site_name: str, workspace: Path | None = None) -> Path:
+    """Where ``site_name`` keeps its local training state: ``fl_state`` in its cache folder (site-owned)."""
+    config = SiteConfig.load(find_site_config(site_name, workspace))
+    return Path(config.cache_dir) / "fl_state"
+
+
 def build_site_trainer(site_name: str, profile_name: str, workspace: Path | None = None) -> SegTrainer:
     """The trainer of ``site_name`` on its own cached cases and fixed train/val split.
 

@@ -23,6 +23,7 @@ from monai.utils import set_determinism
 from tqdm import tqdm
 
 from dose3d_fl import __version__
+from dose3d_fl.seg.case_check import usable_cases
 from dose3d_fl.seg.checkpoint import SegCheckpoint, load_checkpoint, save_checkpoint
 from dose3d_fl.seg.network import build_network
 from dose3d_fl.seg.profiles import SegProfile, get_profile
@@ -43,8 +44,6 @@ def _check_cases(cases: Sequence[Case], role: str) -> list[Case]:
         for key in (IMAGE, LABEL):
             if key not in case:
                 raise ValueError(f"{role} case {case!r} has no {key!r} path")
-            if not Path(case[key]).is_file():
-                raise FileNotFoundError(f"{role} case {case_id(case)}: {key} file {case[key]} not found")
     return [dict(case) for case in cases]
 
 
@@ -53,7 +52,9 @@ class SegTrainer:
 
     Datasets are built on first use, so a trainer that only validates (e.g. for cross-site evaluation)
     never loads its training cases. The deterministic preprocessing of each case is cached in memory
-    (``CacheDataset``); random crops and augmentation run per step.
+    (``CacheDataset``); random crops and augmentation run per step. A case whose files are missing,
+    unreadable or whose label is empty is logged and left out when its dataset is built
+    (``dose3d_fl.seg.case_check``).
 
     Args:
         train_cases: dicts with absolute ``image`` and ``label`` NIfTI paths (and optionally an ``id``).
@@ -67,7 +68,6 @@ class SegTrainer:
 
     Raises:
         ValueError: a case without an ``image`` or ``label`` entry.
-        FileNotFoundError: a case file that does not exist.
     """
 
     def __init__(
@@ -116,8 +116,13 @@ class SegTrainer:
     def train_loader(self) -> DataLoader:
         """Shuffled batches of ``batch_size`` cases x ``num_samples`` random crops each."""
         if self._train_loader is None:
+            given = len(self.train_cases)
+            self.train_cases = usable_cases(self.train_cases, "training")
             if not self.train_cases:
-                raise ValueError("this trainer has no training cases")
+                raise ValueError(
+                    f"this trainer has no usable training case ({given} given, {given} skipped: see the errors "
+                    "above)"
+                )
             transform = train_transforms(self.profile)
             transform.set_random_state(seed=self.profile.seed)
             generator = torch.Generator().manual_seed(self.profile.seed)
@@ -134,6 +139,7 @@ class SegTrainer:
     def val_dataset(self) -> CacheDataset:
         """The validation cases after the deterministic preprocessing, cached."""
         if self._val_dataset is None:
+            self.val_cases = usable_cases(self.val_cases, "validation")
             self._val_dataset = self._cache(self.val_cases, eval_transforms(self.profile))
         return self._val_dataset
 
@@ -244,14 +250,15 @@ class SegTrainer:
         Raises:
             ValueError: the trainer has no validation cases.
         """
-        if not self.val_cases:
-            raise ValueError("this trainer has no validation cases")
         start = time.perf_counter()
+        dataset = self.val_dataset
+        if not self.val_cases:
+            raise ValueError("this trainer has no usable validation case")
         to_class = self.postprocessing()
         to_onehot = AsDiscrete(to_onehot=self.profile.out_channels)
         metric = DiceMetric(include_background=False, reduction="mean")
         case_dice: dict[str, float] = {}
-        loader = DataLoader(self.val_dataset, batch_size=1, num_workers=self.num_workers)
+        loader = DataLoader(dataset, batch_size=1, num_workers=self.num_workers)
         for case, batch in zip(self.val_cases, loader, strict=True):
             logits = self.predict(batch[IMAGE])
             predictions = [to_class(item) for item in decollate_batch(logits.float())]

@@ -2,6 +2,11 @@
 
 Runs at each site. The training itself is the plain MONAI trainer of ``dose3d_fl.seg``; the federation adds
 receive/send around it. Data are found through the site's own configuration (``dose3d_fl.fl.site_config``).
+
+A round that fails at the site (its cache vanished, no usable training case left, ...) is answered with an
+error instead of weights: the server logs it and the round goes on with the other sites; this site is asked
+again next round. The site's local state is saved after every round (``dose3d_fl.fl.site_state``), so a
+restarted site continues with its optimiser state, and a cache that changes under a running job is reloaded.
 """
 
 from __future__ import annotations
@@ -12,9 +17,75 @@ import logging
 import nvflare.client as flare
 from nvflare.client.tracking import SummaryWriter
 
-from dose3d_fl.fl.site_trainer import build_site_trainer
+from dose3d_fl.fl.site_state import SiteState, cache_signature
+from dose3d_fl.fl.site_trainer import build_site_trainer, site_state_folder
+from dose3d_fl.seg.trainer import SegTrainer
 
 logger = logging.getLogger("dose3d.seg_client")
+
+
+class SiteRunner:
+    """The site's trainer, rebuilt when its cache changed, and its saved local state.
+
+    Args:
+        site: the NVFlare client name.
+        profile: segmentation profile name.
+        local_epochs: local epochs per round.
+    """
+
+    def __init__(self, site: str, profile: str, local_epochs: int) -> None:
+        self.site, self.profile, self.local_epochs = site, profile, local_epochs
+        self.state = SiteState(site_state_folder(site), profile)
+        self.trainer = self._build()
+
+    def _build(self) -> SegTrainer:
+        trainer = build_site_trainer(self.site, self.profile)
+        # All the split's cases, before the trainer leaves out bad ones: a case that comes back is noticed.
+        self._cases = [*trainer.train_cases, *trainer.val_cases]
+        self._signature = cache_signature(self._cases)
+        return trainer
+
+    def current_trainer(self) -> SegTrainer:
+        """The trainer, rebuilt (cases re-screened) if the cache's files changed since it was built."""
+        if cache_signature(self._cases) != self._signature:
+            logger.warning("%s: the site cache changed during the job; reloading its cases", self.site)
+            self.trainer = self._build()
+        return self.trainer
+
+    def train_round(self, incoming: flare.FLModel, writer: SummaryWriter) -> flare.FLModel:
+        """Validate the received global model, train locally and return the local model with metrics."""
+        trainer = self.current_trainer()
+        self.state.restore(trainer, incoming.current_round or 0)
+        trainer.set_weights(incoming.params)
+        metrics = trainer.validate()
+        # Report the received global model's Dice (selects the best global model), then train.
+        writer.add_scalar("val_dice_global", float(metrics["val_dice"]), incoming.current_round)
+        # The profile's learning-rate schedule runs over the job's rounds (the share of rounds done); a
+        # resumed job keeps the round numbers and total of the interrupted one, hence the same schedule.
+        progress = (incoming.current_round or 0) / max(incoming.total_rounds or 1, 1)
+        lr = trainer.set_progress(progress)
+        stats = trainer.train_epochs(self.local_epochs)
+        self.state.save(trainer, incoming.current_round or 0)
+        writer.add_scalar("train_loss", float(stats["loss"]), incoming.current_round)
+        logger.info(
+            "%s round %s: global val_dice %.4f, lr %.2e, local loss %.4f (%d steps, %.1f s)",
+            self.site,
+            incoming.current_round,
+            metrics["val_dice"],
+            lr,
+            stats["loss"],
+            stats["steps"],
+            stats["seconds"],
+        )
+        return flare.FLModel(
+            params=trainer.get_weights(),
+            metrics={
+                "val_dice": float(metrics["val_dice"]),
+                "val_cases": int(metrics["cases"]),
+                "train_loss": float(stats["loss"]),
+            },
+            meta={"NUM_STEPS_CURRENT_ROUND": int(stats["steps"])},
+        )
 
 
 def main() -> None:
@@ -25,52 +96,32 @@ def main() -> None:
 
     flare.init()
     site = flare.get_site_name()
-    trainer = build_site_trainer(site, args.profile)
+    runner = SiteRunner(site, args.profile, args.local_epochs)
     writer = SummaryWriter()
 
     while flare.is_running():
         incoming = flare.receive()
         if flare.is_submit_model():
             # Cross-site evaluation asks for this site's own model: the weights after its last local training.
-            flare.send(flare.FLModel(params=trainer.get_weights()))
+            flare.send(flare.FLModel(params=runner.trainer.get_weights()))
             continue
-        trainer.set_weights(incoming.params)
-        metrics = trainer.validate()
         if flare.is_evaluate():
+            trainer = runner.current_trainer()
+            trainer.set_weights(incoming.params)
+            metrics = trainer.validate()
             flare.send(
                 flare.FLModel(
                     metrics={"val_dice": float(metrics["val_dice"]), "val_cases": int(metrics["cases"])}
                 )
             )
             continue
-        # Train task: report the received global model's Dice (selects the best global model), then train.
-        writer.add_scalar("val_dice_global", float(metrics["val_dice"]), incoming.current_round)
-        # The profile's learning-rate schedule runs over the job's rounds (the share of rounds done).
-        progress = (incoming.current_round or 0) / max(incoming.total_rounds or 1, 1)
-        lr = trainer.set_progress(progress)
-        stats = trainer.train_epochs(args.local_epochs)
-        writer.add_scalar("train_loss", float(stats["loss"]), incoming.current_round)
-        logger.info(
-            "%s round %s: global val_dice %.4f, lr %.2e, local loss %.4f (%d steps, %.1f s)",
-            site,
-            incoming.current_round,
-            metrics["val_dice"],
-            lr,
-            stats["loss"],
-            stats["steps"],
-            stats["seconds"],
-        )
-        flare.send(
-            flare.FLModel(
-                params=trainer.get_weights(),
-                metrics={
-                    "val_dice": float(metrics["val_dice"]),
-                    "val_cases": int(metrics["cases"]),
-                    "train_loss": float(stats["loss"]),
-                },
-                meta={"NUM_STEPS_CURRENT_ROUND": int(stats["steps"])},
-            )
-        )
+        try:
+            flare.send(runner.train_round(incoming, writer))
+        except (OSError, ValueError, RuntimeError) as err:
+            # One line for the site's log and the server's; the next round asks this site again.
+            message = f"{site} round {incoming.current_round}: {type(err).__name__}: {err}"
+            logger.error("%s; sending no weights for this round", message)
+            flare.send(flare.FLModel(params={}, meta={"error": message}))
 
 
 if __name__ == "__main__":
