@@ -138,6 +138,7 @@ def _cmd_fl_simulate(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from dose3d_fl.seg.profiles import get_profile
+    from dose3d_fl.seg.synthetic import SyntheticMix
     from dose3d_fl.seg.training_run import METRICS_NAME, MODEL_NAME, train_on_caches
 
     try:
@@ -149,6 +150,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
             args.epochs,
             num_threads=args.threads,
             hu_baseline=args.hu_baseline,
+            synthetic=(
+                SyntheticMix(args.synthetic, args.synthetic_ratio, only=args.synthetic_only, seed=args.seed)
+                if args.synthetic
+                else None
+            ),
             on_validation=lambda entry: print(
                 f"epoch {entry['epoch']}: loss {entry['loss']:.4f}, val Dice {entry['val_dice']:.4f} "
                 f"({entry['train_seconds']:.0f} s training)",
@@ -525,6 +531,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument(
         "--hu-baseline", action="store_true", help="also report the best single HU interval's Dice"
+    )
+    train.add_argument(
+        "--synthetic", type=Path, default=None, help="folder of synthetic pairs (dose3d gan sample) to add"
+    )
+    train.add_argument(
+        "--synthetic-ratio",
+        type=float,
+        default=1.0,
+        help="synthetic cases per real training case (default 1)",
+    )
+    train.add_argument(
+        "--synthetic-only", action="store_true", help="train on the synthetic pairs alone (test on real)"
     )
     train.set_defaults(func=_cmd_train)
 

@@ -24,11 +24,11 @@ from dose3d_fl.gan.crops import load_organ_volumes, reference_crops
 from dose3d_fl.gan.metrics import MASK_THRESHOLD, MemorizationFilter
 from dose3d_fl.gan.profiles import GanProfile
 from dose3d_fl.seg.profiles import get_profile
+from dose3d_fl.seg.synthetic import IMAGE_SUFFIX, LABEL_SUFFIX
 from dose3d_fl.seg.training_run import load_site_cases
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIX, LABEL_SUFFIX = "_image.nii.gz", "_label.nii.gz"
 GRID_NAME = "samples.png"
 
 
