@@ -19,4 +19,10 @@ def test_gan_never_imports_nvflare() -> None:
                 names = [node.module or ""]
             else:
                 continue
-            assert not any(name.split(".")[0] == "nvflare" for name in names), f"{source.name} imports nvflare"
+            assert not any(name.split(".")[0] == "nvflare" for name in names), (
+                f"{source.name} imports nvflare"
+            )
+
+
+def test_public_api_is_exported() -> None:
+    assert all(hasattr(dose3d_fl.gan, name) for name in dose3d_fl.gan.__all__)
