@@ -76,6 +76,11 @@ def _cmd_summary(args: argparse.Namespace) -> int:
 
 
 def _cmd_fl_export(args: argparse.Namespace) -> int:
+    if args.job == "gan":
+        from dose3d_fl.fl.gan_job import export_gan_job
+
+        print(export_gan_job(args.out))
+        return 0
     from dose3d_fl.fl.seg_job import export_seg_job
 
     print(export_seg_job(args.out))
@@ -94,11 +99,41 @@ def _cmd_fl_resume(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_fl_simulate_gan(args: argparse.Namespace) -> int:
+    from dose3d_fl.fl.gan_job import DEFAULT_GAN_LOCAL_EPOCHS, DEFAULT_GAN_ROUNDS, GanJobConfig
+    from dose3d_fl.fl.gan_simulate import GanSimulationConfig, format_gan_summary, simulate_gan
+
+    rounds = args.rounds or DEFAULT_GAN_ROUNDS
+    epochs = args.local_epochs or DEFAULT_GAN_LOCAL_EPOCHS
+    job = GanJobConfig(
+        num_rounds=rounds,
+        local_epochs=epochs,
+        profile=args.profile or "cpu-small",
+        aggregation=args.aggregation,
+    )
+    start = time.perf_counter()
+    summary = simulate_gan(
+        GanSimulationConfig(workspace=args.workspace, sites=args.sites, job=job, seed=args.seed)
+    )
+    print(format_gan_summary(summary))
+    print(
+        f"{args.sites} sites x {rounds} rounds x {epochs} local epochs ({args.aggregation}) in "
+        f"{time.perf_counter() - start:.0f} s wall (simulator start and cross-site evaluation included)"
+    )
+    print(f"summary: {Path(args.workspace) / 'summary.json'}")
+    return 0
+
+
 def _cmd_fl_simulate(args: argparse.Namespace) -> int:
+    if args.job == "gan":
+        return _cmd_fl_simulate_gan(args)
     from dose3d_fl.fl.privacy_policy import DPConfig
     from dose3d_fl.fl.seg_job import SegJobConfig
     from dose3d_fl.fl.simulate import SimulationConfig, format_simulation_summary, simulate_seg
 
+    args.rounds = args.rounds or DEFAULT_ROUNDS
+    args.local_epochs = args.local_epochs or DEFAULT_LOCAL_EPOCHS
+    args.profile = args.profile or "cpu-small"
     job = SegJobConfig(
         num_rounds=args.rounds, local_epochs=args.local_epochs, profile=args.profile, resume=args.resume
     )
@@ -139,6 +174,7 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from dose3d_fl.seg.profiles import get_profile
+    from dose3d_fl.seg.synthetic import SyntheticMix
     from dose3d_fl.seg.training_run import METRICS_NAME, MODEL_NAME, train_on_caches
 
     try:
@@ -150,6 +186,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
             args.epochs,
             num_threads=args.threads,
             hu_baseline=args.hu_baseline,
+            synthetic=(
+                SyntheticMix(args.synthetic, args.synthetic_ratio, only=args.synthetic_only, seed=args.seed)
+                if args.synthetic
+                else None
+            ),
             on_validation=lambda entry: print(
                 f"epoch {entry['epoch']}: loss {entry['loss']:.4f}, val Dice {entry['val_dice']:.4f} "
                 f"({entry['train_seconds']:.0f} s training)",
@@ -172,6 +213,87 @@ def _cmd_train(args: argparse.Namespace) -> int:
         f"{args.out / METRICS_NAME}"
     )
     return 0
+
+
+def _cmd_gan_train(args: argparse.Namespace) -> int:
+    from dose3d_fl.gan.profiles import get_gan_profile
+    from dose3d_fl.gan.training_run import GAN_METRICS_NAME, GAN_MODEL_NAME, train_gan_on_caches
+
+    try:
+        metrics = train_gan_on_caches(
+            args.cache,
+            args.out,
+            get_gan_profile(args.profile).replace(seed=args.seed),
+            args.epochs,
+            num_threads=args.threads,
+            on_epoch=lambda e: print(
+                f"epoch {e['epoch']}: W {e['wasserstein']:.3f}, MMD {e['mmd']:.2f}, MS-SSIM {e['msssim']:.3f}, "
+                f"diversity {e['diversity']:.3f}, label ok {e['label_ok']:.2f}",
+                flush=True,
+            ),
+        )
+    except (FileNotFoundError, ValueError) as err:
+        return _fail(str(err))
+    print(
+        f"{metrics['steps']} steps, {metrics['seconds']:.0f} s -> {args.out / GAN_MODEL_NAME}, {args.out / GAN_METRICS_NAME}"
+    )
+    return 0
+
+
+def _cmd_gan_sample(args: argparse.Namespace) -> int:
+    from dose3d_fl.gan.sampling import sample_from_model
+
+    if not args.cache and not args.skip_memorization_check:
+        return _fail(
+            "pass --cache CACHE (this site's cache: samples that copy a training crop are dropped before "
+            "anything is written), or --skip-memorization-check"
+        )
+    try:
+        report, source = sample_from_model(
+            args.model, args.n, args.out, caches=args.cache or (), profile=args.profile, seed=args.seed
+        )
+    except (FileNotFoundError, ValueError) as err:
+        return _fail(str(err))
+    print(f"model {args.model}: {source}")
+    check = (
+        f"{report.dropped_memorized} dropped as copies of a training crop"
+        if report.checked_memorization
+        else "memorization check skipped"
+    )
+    print(f"wrote {len(report.pairs)} image/label pair(s) to {args.out} ({check}); mid-slices: {report.grid}")
+    return 0
+
+
+def _add_gan_parsers(sub: argparse._SubParsersAction) -> None:
+    gan = sub.add_parser("gan", help="paired 3D GAN (CT crop + organ mask)").add_subparsers(
+        dest="gan_command", required=True
+    )
+    train = gan.add_parser("train", help="train the GAN on one site cache (local) or several pooled")
+    train.add_argument("--cache", type=Path, nargs="+", required=True, help="site cache folder(s)")
+    train.add_argument("--epochs", type=int, default=20, help="epochs of the profile's steps (default 20)")
+    train.add_argument("--profile", default="cpu-small", help="GAN profile: cpu-small (default), gpu")
+    train.add_argument("--out", type=Path, default=Path("runs/gan"), help="output folder (default runs/gan)")
+    train.add_argument("--seed", type=int, default=0, help="random seed")
+    train.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    train.set_defaults(func=_cmd_gan_train)
+    sample = gan.add_parser("sample", help="write synthetic image/label NIfTI pairs and a PNG of mid-slices")
+    sample.add_argument(
+        "--model",
+        type=Path,
+        required=True,
+        help="gan.pt of `dose3d gan train` or the job's FL_global_model.pt",
+    )
+    sample.add_argument("--n", type=int, required=True, help="pairs to draw")
+    sample.add_argument("--out", type=Path, required=True, help="output folder (created)")
+    sample.add_argument(
+        "--cache", type=Path, nargs="+", default=None, help="this site's cache(s), for the memorization check"
+    )
+    sample.add_argument(
+        "--skip-memorization-check", action="store_true", help="write samples without comparing them to data"
+    )
+    sample.add_argument("--profile", default=None, help="GAN profile of a model file that stores none")
+    sample.add_argument("--seed", type=int, default=0, help="noise seed")
+    sample.set_defaults(func=_cmd_gan_sample)
 
 
 def _cmd_segment(args: argparse.Namespace) -> int:
@@ -446,27 +568,51 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--hu-baseline", action="store_true", help="also report the best single HU interval's Dice"
     )
+    train.add_argument(
+        "--synthetic", type=Path, default=None, help="folder of synthetic pairs (dose3d gan sample) to add"
+    )
+    train.add_argument(
+        "--synthetic-ratio",
+        type=float,
+        default=1.0,
+        help="synthetic cases per real training case (default 1)",
+    )
+    train.add_argument(
+        "--synthetic-only", action="store_true", help="train on the synthetic pairs alone (test on real)"
+    )
     train.set_defaults(func=_cmd_train)
 
     fl = sub.add_parser("fl", help="federated learning with NVIDIA FLARE").add_subparsers(
         dest="fl_command", required=True
     )
-    export = fl.add_parser("export", help="export the seg_fedavg job folder (no paths, no secrets)")
+    export = fl.add_parser("export", help="export a job folder (no paths, no secrets)")
     export.add_argument("--out", type=Path, default=Path("jobs"), help="parent folder (default jobs/)")
+    export.add_argument(
+        "--job", choices=("seg", "gan"), default="seg", help="seg_fedavg (default) or gan_fedavg"
+    )
     export.set_defaults(func=_cmd_fl_export)
-    simulate = fl.add_parser("simulate", help="run seg_fedavg in the NVFlare simulator on synthetic sites")
+    simulate = fl.add_parser("simulate", help="run a job in the NVFlare simulator on synthetic sites")
+    simulate.add_argument(
+        "--job", choices=("seg", "gan"), default="seg", help="seg_fedavg (default) or gan_fedavg"
+    )
     simulate.add_argument("--sites", type=int, default=3, help="simulated sites (default 3)")
     simulate.add_argument(
-        "--rounds", type=int, default=DEFAULT_ROUNDS, help=f"FedAvg rounds (default {DEFAULT_ROUNDS})"
+        "--rounds", type=int, default=None, help=f"FedAvg rounds (default {DEFAULT_ROUNDS}; gan: 10)"
     )
     simulate.add_argument(
         "--local-epochs",
         type=int,
-        default=DEFAULT_LOCAL_EPOCHS,
-        help=f"local epochs per round at each site (default {DEFAULT_LOCAL_EPOCHS})",
+        default=None,
+        help=f"local epochs per round at each site (default {DEFAULT_LOCAL_EPOCHS}; gan: 2)",
     )
     simulate.add_argument("--workspace", type=Path, default=Path("runs/simulate"))
-    simulate.add_argument("--profile", default="cpu-small", help="segmentation profile (default cpu-small)")
+    simulate.add_argument("--profile", default=None, help="segmentation or GAN profile (default cpu-small)")
+    simulate.add_argument(
+        "--aggregation",
+        choices=("both", "generator-only"),
+        default="generator-only",
+        help="gan job: average generator and critic, or the generator only (default; critics stay local)",
+    )
     simulate.add_argument("--seed", type=int, default=0, help="synthetic data seed")
     dp = simulate.add_argument_group(
         "differential privacy at every simulated site (fl/dp.py; a real site sets it in local/privacy.json)"
@@ -540,6 +686,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--overlays", type=int, default=3, help="sample cases drawn with the global model (default 3)"
     )
     report.set_defaults(func=_cmd_report)
+    _add_gan_parsers(sub)
     _add_deploy_parsers(sub)
     return parser
 

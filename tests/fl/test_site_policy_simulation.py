@@ -124,7 +124,9 @@ def test_no_dicom_identifier_in_what_was_sent_the_server_workspace_or_any_log(ru
         data = path.read_bytes()
         leaked = [i.decode() for i in identifiers if i in data]
         assert not leaked, f"{path} contains {leaked}"
-    assert sum(p.suffix == ".fobs" for p in scanned) >= 3 * 5  # 2 train + 1 submit_model + 2+ validate per site
+    assert (
+        sum(p.suffix == ".fobs" for p in scanned) >= 3 * 5
+    )  # 2 train + 1 submit_model + 2+ validate per site
 
 
 def test_the_run_report_a_site_may_share_carries_no_dicom_identifier(run, tmp_path: Path) -> None:

@@ -180,15 +180,20 @@ def add_transfer_timeouts(recipe: FedAvgRecipe, dead_client_grace_period: int = 
 
 def export_seg_job(out_dir: Path, config: SegJobConfig | None = None) -> Path:
     """Write the job folder ``out_dir/seg_fedavg`` (replacing it), ready for ``nvflare job submit``."""
+    return export_recipe(build_seg_recipe(config), JOB_NAME, out_dir)
+
+
+def export_recipe(recipe: FedAvgRecipe, job_name: str, out_dir: Path) -> Path:
+    """Write a recipe of this package (client script in ``dose3d_fl/fl``) as ``out_dir/<job_name>``,
+    replacing it."""
     out_dir = Path(out_dir).resolve()
-    recipe = build_seg_recipe(config)
     with tempfile.TemporaryDirectory() as tmp, _inside(CLIENT_SCRIPT.parent):
         recipe.export(tmp)
-        target = out_dir / JOB_NAME
+        target = out_dir / job_name
         if target.exists():
             shutil.rmtree(target)
         out_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(Path(tmp) / JOB_NAME, target)
+        shutil.copytree(Path(tmp) / job_name, target)
     return target
 
 

@@ -51,6 +51,19 @@ class SimulationConfig:
     keep_payloads: bool = False
 
 
+def add_site_policy(recipe: FedAvgRecipe, dp: DPConfig | None = None, keep_payloads: bool = False) -> None:
+    """Give every simulated site the filters of the site policy (``sites/local/privacy.json``).
+
+    NVFlare's simulator ignores site privacy scopes, so the policy's filters become job filters here; POC and
+    provisioned sites apply the same filters from their own ``local/privacy.json``.
+    """
+    data_filters, result_filters = policy_filters(site_privacy_policy(dp=dp, keep_payloads=keep_payloads))
+    for data_filter in data_filters:
+        recipe.add_client_input_filter(data_filter, tasks=list(JOB_TASKS))
+    for result_filter in result_filters:
+        recipe.add_client_output_filter(result_filter, tasks=list(JOB_TASKS))
+
+
 def prepare_site_data(workspace: Path, sites: int, seed: int) -> list[Path]:
     """Synthesise and ingest the sites' data unless their caches already exist; return the cache folders."""
     dicom, cache = workspace / "data" / "dicom", workspace / "data" / "cache"
@@ -88,15 +101,7 @@ def simulate_seg(config: SimulationConfig, customize: Callable[[FedAvgRecipe], N
     os.environ[CHECKPOINT_DIR_ENV] = str(workspace / "checkpoints")
     job = SegJobConfig(**{**config.job.__dict__, "min_clients": config.sites})
     recipe = build_seg_recipe(job)
-    # NVFlare's simulator ignores site privacy scopes: the simulated sites get the filters of the site policy
-    # (sites/local/privacy.json) as job filters instead.
-    data_filters, result_filters = policy_filters(
-        site_privacy_policy(dp=config.dp, keep_payloads=config.keep_payloads)
-    )
-    for data_filter in data_filters:
-        recipe.add_client_input_filter(data_filter, tasks=list(JOB_TASKS))
-    for result_filter in result_filters:
-        recipe.add_client_output_filter(result_filter, tasks=list(JOB_TASKS))
+    add_site_policy(recipe, dp=config.dp, keep_payloads=config.keep_payloads)
     if customize is not None:
         customize(recipe)
     env = SimEnv(

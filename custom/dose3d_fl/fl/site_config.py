@@ -29,11 +29,16 @@ class SiteConfig:
         cache_dir: the site's ingest cache (``manifest.json`` + NIfTI), written by ``dose3d ingest``.
         num_threads: torch CPU threads this site's trainer may use (sites sharing a machine split its cores).
         device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
+        synthetic_dir: synthetic image/label pairs (``dose3d gan sample``) added to the site's segmentation
+            training cases; ``None``: real cases only.
+        synthetic_ratio: synthetic cases per real training case when ``synthetic_dir`` is set.
     """
 
     cache_dir: str
     num_threads: int = 1
     device: str = "auto"
+    synthetic_dir: str | None = None
+    synthetic_ratio: float = 1.0
 
     def save(self, path: Path) -> Path:
         """Write the configuration as JSON (creating the folder)."""

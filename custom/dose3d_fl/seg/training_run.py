@@ -18,6 +18,7 @@ from typing import Any
 from dose3d_fl.seg.baseline import hu_threshold_baseline
 from dose3d_fl.seg.profiles import SegProfile
 from dose3d_fl.seg.split import DEFAULT_VAL_FRACTION, load_or_create_split, split_cases
+from dose3d_fl.seg.synthetic import SyntheticMix, mix_training_cases
 from dose3d_fl.seg.trainer import Case, SegTrainer
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ def train_on_caches(
     hu_baseline: bool = False,
     on_validation: Callable[[dict[str, Any]], None] | None = None,
     show_progress: bool = True,
+    synthetic: SyntheticMix | None = None,
 ) -> dict[str, Any]:
     """Train one model on the union of the caches' training splits; evaluate per cache and on the union.
 
@@ -85,6 +87,7 @@ def train_on_caches(
         hu_baseline: also report the best single HU interval (``hu_threshold_baseline``).
         on_validation: called with each history entry (epoch, train seconds, loss, val_dice).
         show_progress: progress bars when stderr is a terminal.
+        synthetic: synthetic pairs added to (or, ``only``, replacing) the training cases; validation stays real.
 
     Returns:
         The metrics written to ``metrics.json``: ``val_dice`` (mean over the union of the validation
@@ -95,8 +98,11 @@ def train_on_caches(
     """
     start = time.perf_counter()
     sites = load_site_cases(cache_dirs, seed=profile.seed)
+    train_cases = [case for site in sites for case in site.train]
+    if synthetic is not None:
+        train_cases = mix_training_cases(train_cases, synthetic)
     trainer = SegTrainer(
-        [case for site in sites for case in site.train],
+        train_cases,
         [case for site in sites for case in site.val],
         profile,
         num_threads=num_threads,
@@ -136,7 +142,8 @@ def train_on_caches(
         "train_seconds": round(train_seconds, 2),
         "seconds_per_epoch": round(train_seconds / epochs, 2) if epochs else None,
         "steps_per_epoch": len(trainer.train_loader),
-        "train_cases": {site.name: len(site.train) for site in sites},
+        "train_cases": {site.name: 0 if synthetic and synthetic.only else len(site.train) for site in sites},
+        "synthetic_cases": sum(case["id"].startswith("synthetic-") for case in train_cases),
         "val_cases": {site.name: len(site.val) for site in sites},
         "profile": profile.name,
         "device": str(trainer.device),

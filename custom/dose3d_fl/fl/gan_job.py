@@ -1,0 +1,97 @@
+"""The ``gan_fedavg`` job: federated training of the paired 3D GAN, built with NVFlare's Recipe API.
+
+The server runs the segmentation job's controller (``SegFedAvgRecipe`` / ``dose3d_fl.fl.controller.SegFedAvg``,
+so every server-side check added there applies to the GAN too), keeps the global and the best global model
+by ``gan_mmd`` (lower is better) and runs cross-site evaluation; each site runs ``gan_client.py`` on data
+it resolves from its own configuration.
+
+Two aggregation modes (job argument ``aggregation``):
+
+* ``both``: the server's model is ``GanPair`` (``generator.*`` and ``discriminator.*``); FedAvg of both.
+* ``generator-only``: the server's model is ``SeededGenerator`` (``generator.*`` only). Each site keeps its
+  critic, and the critic's optimiser, in its own process; it receives and sends only generator tensors.
+  The server's model is the generator alone, not the pair with the critic excluded, because NVFlare 2.9's
+  ``FLModelUtils.update_model`` replaces the global parameters with the aggregate of what the sites sent:
+  a pair model fed generator-only updates would lose its critic after the first round.
+
+Export the committed job folder with ``dose3d fl export --job gan``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from nvflare.recipe import add_cross_site_evaluation, add_experiment_tracking
+
+from dose3d_fl.fl.seg_job import SegFedAvgRecipe, _inside, export_recipe
+from dose3d_fl.gan.network import network_args
+from dose3d_fl.gan.profiles import DEFAULT_GAN_PROFILE, get_gan_profile
+
+JOB_NAME = "gan_fedavg"
+CLIENT_SCRIPT = Path(__file__).with_name("gan_client.py")
+KEY_METRIC = "gan_mmd"
+AGGREGATIONS = ("both", "generator-only")
+SERVER_MODELS = {
+    "both": "dose3d_fl.gan.network.GanPair",
+    "generator-only": "dose3d_fl.gan.network.SeededGenerator",
+}
+DEFAULT_GAN_ROUNDS = 10
+DEFAULT_GAN_LOCAL_EPOCHS = 2
+
+
+@dataclass(frozen=True)
+class GanJobConfig:
+    """Job arguments (no paths, no secrets).
+
+    Args:
+        num_rounds: FedAvg rounds.
+        min_clients: sites that must answer each round.
+        local_epochs: local epochs (``steps_per_epoch`` generator steps each) per round at each site.
+        profile: GAN profile name (``dose3d_fl.gan.profiles``).
+        aggregation: ``"both"`` or ``"generator-only"`` (the module docstring says what each sends).
+        tensorboard: stream site metrics to the server's TensorBoard event files.
+    """
+
+    num_rounds: int = DEFAULT_GAN_ROUNDS
+    min_clients: int = 3
+    local_epochs: int = DEFAULT_GAN_LOCAL_EPOCHS
+    profile: str = DEFAULT_GAN_PROFILE
+    aggregation: str = "generator-only"
+    tensorboard: bool = True
+
+    def __post_init__(self) -> None:
+        if self.aggregation not in AGGREGATIONS:
+            raise ValueError(f"aggregation {self.aggregation!r} is not one of {', '.join(AGGREGATIONS)}")
+
+
+def build_gan_recipe(config: GanJobConfig | None = None) -> SegFedAvgRecipe:
+    """Build the FedAvg recipe of the GAN job (same controller class as the segmentation job)."""
+    config = config or GanJobConfig()
+    profile = get_gan_profile(config.profile)
+    with _inside(CLIENT_SCRIPT.parent):
+        recipe = SegFedAvgRecipe(
+            name=JOB_NAME,
+            model={"class_path": SERVER_MODELS[config.aggregation], "args": network_args(profile)},
+            min_clients=config.min_clients,
+            num_rounds=config.num_rounds,
+            train_script=CLIENT_SCRIPT.name,
+            train_args=(
+                f"--local-epochs {config.local_epochs} --profile {profile.name} "
+                f"--aggregation {config.aggregation}"
+            ),
+            key_metric=KEY_METRIC,
+            key_metric_mode="min",
+        )
+        # The segmentation job's timeouts (server/README.md): 3D models over hospital networks.
+        recipe.add_server_config({"dead_client_grace_period": 600})
+        recipe.add_client_config({"get_task_timeout": 600, "submit_task_result_timeout": 600})
+        add_cross_site_evaluation(recipe, submit_model_timeout=1800, validation_timeout=14400)
+        if config.tensorboard:
+            add_experiment_tracking(recipe, tracking_type="tensorboard")
+    return recipe
+
+
+def export_gan_job(out_dir: Path, config: GanJobConfig | None = None) -> Path:
+    """Write the job folder ``out_dir/gan_fedavg`` (replacing it), ready for ``nvflare job submit``."""
+    return export_recipe(build_gan_recipe(config), JOB_NAME, out_dir)
