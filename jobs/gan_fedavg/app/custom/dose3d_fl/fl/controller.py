@@ -110,9 +110,27 @@ class SegFedAvg(ResilientFedAvg):
         rc = result.get_return_code()
         if rc and rc != ReturnCode.OK:
             self._log_transfer(client_name, "error", reason=f"site returned {rc}")
+            if not kwargs.get("is_unknown_task"):
+                # E.g. the site's weights-only guard replaced a result that carried free text (an error
+                # message) by a bare error code: the reason stays in the site's log.
+                self._failed.append(client_name)
+                round_log.warning(
+                    "round %d/%d: %s reported an error, not aggregated: return code %s (the reason is in the "
+                    "site's log)",
+                    self.current_round + 1,
+                    self.num_rounds,
+                    client_name,
+                    rc,
+                )
         return super()._accept_train_result(client_name=client_name, result=result, fl_ctx=fl_ctx, **kwargs)
 
     def _aggregate_one_result(self, result: FLModel) -> bool:
+        if not result.params:
+            # A site that failed its round (e.g. its data vanished) answers with an error and no tensors:
+            # ResilientFedAvg logs it and counts the site as failed.
+            error = (result.meta or {}).get("error")
+            self._log_transfer(_site(result), "error", reason=str(error or "the result carries no tensors"))
+            return super()._aggregate_one_result(result)
         reason = check_update(result.params, self._global) if self._global else None
         if reason:
             self._reject(_site(result), result, reason)
