@@ -6,8 +6,6 @@ no profile) loads with the same function, given a profile name.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +14,7 @@ import torch
 
 from dose3d_fl.gan.network import GENERATOR_PREFIX, SeededGenerator, network_args
 from dose3d_fl.gan.profiles import GanProfile, get_gan_profile
+from dose3d_fl.seg.checkpoint import save_atomically
 
 
 @dataclass
@@ -29,21 +28,8 @@ class GanCheckpoint:
 
 def save_gan_checkpoint(path: str | Path, checkpoint: GanCheckpoint) -> Path:
     """Write a checkpoint atomically (written beside the target, then renamed)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    os.close(fd)
-    try:
-        data = {
-            "model": checkpoint.model,
-            "gan_profile": checkpoint.profile.to_dict(),
-            "meta": checkpoint.meta,
-        }
-        torch.save(data, tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return path
+    data = {"model": checkpoint.model, "gan_profile": checkpoint.profile.to_dict(), "meta": checkpoint.meta}
+    return save_atomically(data, path)
 
 
 def load_gan_checkpoint(path: str | Path, profile: str | None = None) -> tuple[GanCheckpoint, str]:

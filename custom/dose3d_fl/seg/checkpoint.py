@@ -32,20 +32,25 @@ class SegCheckpoint:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def save_checkpoint(path: str | Path, checkpoint: SegCheckpoint) -> Path:
-    """Write a checkpoint atomically (written beside the target, then renamed)."""
+def save_atomically(data: dict[str, Any], path: str | Path) -> Path:
+    """``torch.save`` ``data`` to ``path`` atomically (written beside the target, then renamed)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
     os.close(fd)
     try:
-        torch.save(
-            {"model": checkpoint.model, "profile": checkpoint.profile.to_dict(), "meta": checkpoint.meta}, tmp
-        )
+        torch.save(data, tmp)
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
     return path
+
+
+def save_checkpoint(path: str | Path, checkpoint: SegCheckpoint) -> Path:
+    """Write a checkpoint atomically (written beside the target, then renamed)."""
+    return save_atomically(
+        {"model": checkpoint.model, "profile": checkpoint.profile.to_dict(), "meta": checkpoint.meta}, path
+    )
 
 
 def load_checkpoint(path: str | Path) -> SegCheckpoint:
