@@ -6,6 +6,8 @@ import json
 import re
 from pathlib import Path
 
+import pytest
+
 from dose3d_fl.fl.seg_job import JOB_NAME, SegJobConfig, build_seg_recipe, export_seg_job
 
 COMMITTED = Path(__file__).resolve().parents[2] / "jobs" / JOB_NAME
@@ -61,3 +63,53 @@ def test_job_tolerates_a_site_dropping_out() -> None:
     args = controller["args"]
     assert (args["min_responses"], args["round_timeout"], args["checkpoint_name"]) == (2, 7200, JOB_NAME)
     assert "resume" not in args  # the committed job starts afresh; `dose3d fl resume` writes a resuming copy
+
+
+def test_sites_ask_for_the_next_round_every_half_second() -> None:
+    """NVFlare's 2 s task request interval was most of the per-round overhead (README, Performance)."""
+    server = json.loads((COMMITTED / "app" / "config" / "config_fed_server.json").read_text())
+    (controller,) = [w for w in server["workflows"] if w["id"] == "controller"]
+    assert server["server"]["task_request_interval"] <= 0.5
+    assert controller["args"]["task_check_period"] <= 0.1
+
+
+def _exported_configs(tmp_path: Path, config: SegJobConfig) -> tuple[dict, dict]:
+    from dose3d_fl.fl.seg_job import export_recipe
+
+    job = export_recipe(build_seg_recipe(config), JOB_NAME, tmp_path)
+    return (
+        json.loads((job / "app" / "config" / "config_fed_server.json").read_text()),
+        json.loads((job / "app" / "config" / "config_fed_client.json").read_text()),
+    )
+
+
+def test_fedprox_diff_and_float16_variants_reach_the_job(tmp_path: Path) -> None:
+    server, client = _exported_configs(
+        tmp_path, SegJobConfig(fedprox_mu=0.01, transfer="diff", quantization="float16")
+    )
+    (controller,) = [w for w in server["workflows"] if w["id"] == "controller"]
+    assert controller["args"]["fedprox_mu"] == 0.01  # FedAvg sends it in every training model's meta
+    assert "DIFF" in json.dumps(client["executors"])
+    filters = json.dumps(server["task_data_filters"]) + json.dumps(client["task_result_filters"])
+    assert filters.count("Float16Quantizer") == 2
+    assert "Float16Dequantizer" in json.dumps(server["task_result_filters"])
+    assert "Float16Dequantizer" in json.dumps(client["task_data_filters"])
+
+
+def test_plain_job_has_no_fedprox_and_full_transfer(tmp_path: Path) -> None:
+    server, client = _exported_configs(tmp_path, SegJobConfig())
+    assert "fedprox_mu" not in json.dumps(server) and "Float16" not in json.dumps([server, client])
+    assert "DIFF" not in json.dumps(client["executors"])
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"transfer": "sparse"}, "transfer"),
+        ({"quantization": "int4"}, "quantization"),
+        ({"fedprox_mu": -1}, "fedprox"),
+    ],
+)
+def test_invalid_variants_are_refused(change: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        SegJobConfig(**change)

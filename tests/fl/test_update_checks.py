@@ -78,3 +78,10 @@ def test_robust_aggregator_returns_the_coordinate_median_model_and_mean_metrics(
     aggregator.reset_stats()
     with pytest.raises(RuntimeError, match="no accepted model"):
         aggregator.aggregate_model()
+
+
+def test_a_difference_update_is_measured_by_its_own_norm() -> None:
+    """With DIFF transfer the update already is the difference from the global model."""
+    diff = {"w": np.full((2, 2), 0.5, dtype=np.float32), "steps": np.array(3)}
+    assert update_norm(diff, None) == pytest.approx(1.0)
+    assert update_norm(diff, {"w": np.full((2, 2), 0.5, dtype=np.float32)}) == 0.0

@@ -15,6 +15,7 @@ to the ``dose3d.rounds`` logger, which the simulator console shows alone (``dose
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -36,6 +37,7 @@ from dose3d_fl.fl.transfer_log import LOG_NAME, TransferLog
 from dose3d_fl.fl.update_checks import DEFAULT_MAX_NORM_RATIO, check_update, norm_outliers, update_norm
 
 ROUND_LOGGER = "dose3d.rounds"
+ROUND_TIMES_NAME = "round_times.jsonl"
 round_log = logging.getLogger(ROUND_LOGGER)
 
 
@@ -146,7 +148,11 @@ class SegFedAvg(ResilientFedAvg):
 
     def _flush_held(self) -> None:
         held, self._held = self._held, []
-        norms = {_site(r): update_norm(r.params, self._global) for r in held} if self._global else {}
+        norms = (
+            {_site(r): update_norm(r.params, _reference(r, self._global)) for r in held}
+            if self._global
+            else {}
+        )
         outliers = norm_outliers(norms, self.max_norm_ratio)
         for result in held:
             site = _site(result)
@@ -179,15 +185,18 @@ class SegFedAvg(ResilientFedAvg):
 
     def update_model(self, model: FLModel, aggr_result: FLModel) -> FLModel:
         updated = super().update_model(model, aggr_result)
-        round_log.info(
-            format_round_line(
-                self.current_round,
-                self.num_rounds,
-                self._round_metrics,
-                time.perf_counter() - self._round_started,
-            )
-        )
+        seconds = time.perf_counter() - self._round_started
+        round_log.info(format_round_line(self.current_round, self.num_rounds, self._round_metrics, seconds))
+        self._log_round_time(seconds)
         return updated
+
+    def _log_round_time(self, seconds: float) -> None:
+        """``metrics/round_times.jsonl``: when each round ended (wall clock), for the overhead benchmarks."""
+        path = self._run_dir() / "metrics" / ROUND_TIMES_NAME
+        path.parent.mkdir(parents=True, exist_ok=True)
+        record = {"round": self.current_round, "seconds": round(seconds, 3), "ended": round(time.time(), 3)}
+        with path.open("a") as out:
+            out.write(json.dumps(record) + "\n")
 
     def _reject(self, site: str, result: FLModel, reason: str, norm: float | None = None) -> None:
         self.rejections.setdefault(site, []).append(self.current_round)
@@ -228,6 +237,11 @@ class SegFedAvg(ResilientFedAvg):
         if engine is not None and job_id:
             return Path(engine.get_workspace().get_run_dir(job_id))
         return Path.cwd()
+
+
+def _reference(result: FLModel, global_params: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+    """What an update's norm is measured from: the global model, or nothing for a difference (DIFF)."""
+    return None if result.params_type == ParamsType.DIFF else global_params
 
 
 def _site(result: FLModel) -> str:

@@ -24,7 +24,13 @@ from pathlib import Path
 
 from nvflare.recipe import add_cross_site_evaluation, add_experiment_tracking
 
-from dose3d_fl.fl.seg_job import SegFedAvgRecipe, _inside, export_recipe
+from dose3d_fl.fl.seg_job import (
+    SegFedAvgRecipe,
+    _inside,
+    add_task_polling,
+    add_transfer_timeouts,
+    export_recipe,
+)
 from dose3d_fl.gan.network import network_args
 from dose3d_fl.gan.profiles import DEFAULT_GAN_PROFILE, get_gan_profile
 
@@ -84,8 +90,8 @@ def build_gan_recipe(config: GanJobConfig | None = None) -> SegFedAvgRecipe:
             key_metric_mode="min",
         )
         # The segmentation job's timeouts (server/README.md): 3D models over hospital networks.
-        recipe.add_server_config({"dead_client_grace_period": 600})
-        recipe.add_client_config({"get_task_timeout": 600, "submit_task_result_timeout": 600})
+        add_transfer_timeouts(recipe)
+        add_task_polling(recipe)
         add_cross_site_evaluation(recipe, submit_model_timeout=1800, validation_timeout=14400)
         if config.tensorboard:
             add_experiment_tracking(recipe, tracking_type="tensorboard")

@@ -20,12 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from nvflare.app_opt.pt.recipes.fedavg import FedAvgRecipe
+from nvflare.client.config import TransferType
 from nvflare.recipe import Run, add_cross_site_evaluation, add_experiment_tracking
 from nvflare.recipe.spec import ExecEnv
 
 from dose3d_fl.fl import DEFAULT_LOCAL_EPOCHS, DEFAULT_ROUNDS
 from dose3d_fl.fl.aggregators import RobustAggregator
 from dose3d_fl.fl.controller import SegFedAvg
+from dose3d_fl.fl.privacy_policy import JOB_TASKS
+from dose3d_fl.fl.quantization import QUANTIZATIONS, Float16Dequantizer, Float16Quantizer
 from dose3d_fl.fl.update_checks import DEFAULT_MAX_NORM_RATIO
 from dose3d_fl.seg.network import network_args
 from dose3d_fl.seg.profiles import DEFAULT_PROFILE, get_profile
@@ -33,6 +36,11 @@ from dose3d_fl.seg.profiles import DEFAULT_PROFILE, get_profile
 JOB_NAME = "seg_fedavg"
 CLIENT_SCRIPT = Path(__file__).with_name("seg_client.py")
 KEY_METRIC = "val_dice"
+TRANSFERS = ("full", "diff")
+# Seconds between a site's task requests (NVFlare: 2) and between the server workflow's checks of a round's
+# tasks (NVFlare: 0.5); see add_task_polling and SegFedAvgRecipe.
+TASK_REQUEST_INTERVAL = 0.5
+TASK_CHECK_PERIOD = 0.1
 
 
 @dataclass(frozen=True)
@@ -61,6 +69,12 @@ class SegJobConfig:
         dead_client_grace_period: seconds the server job waits for a site whose job was reported dead to show
             a sign of life before giving up its tasks (server/README.md).
         cross_site_evaluation: evaluate every site's and the global model at every site after training.
+        fedprox_mu: FedProx: the server sends this proximal coefficient with the global model and the sites
+            add NVFlare's ``PTFedProxLoss`` towards it to their loss; 0 is plain FedAvg.
+        transfer: ``"full"`` (sites send their weights) or ``"diff"`` (the difference from the global model
+            they received; NVFlare's ``TransferType.DIFF``).
+        quantization: ``""`` (float32) or ``"float16"``: models travel as float16, both ways, and are
+            restored on arrival (``dose3d_fl.fl.quantization``).
     """
 
     num_rounds: int = DEFAULT_ROUNDS
@@ -75,6 +89,20 @@ class SegJobConfig:
     resume: bool = False
     dead_client_grace_period: int = 600
     cross_site_evaluation: bool = True
+    fedprox_mu: float = 0.0
+    transfer: str = "full"
+    quantization: str = ""
+
+    def __post_init__(self) -> None:
+        if self.transfer not in TRANSFERS:
+            raise ValueError(f"transfer {self.transfer!r} is not one of {', '.join(TRANSFERS)}")
+        if self.quantization and self.quantization not in QUANTIZATIONS:
+            raise ValueError(
+                f"quantization {self.quantization!r} is not one of {', '.join(QUANTIZATIONS)} (or empty for "
+                "float32)"
+            )
+        if self.fedprox_mu < 0:
+            raise ValueError(f"fedprox_mu must be >= 0 (0: FedAvg), got {self.fedprox_mu}")
 
 
 class SegFedAvgRecipe(FedAvgRecipe):
@@ -89,6 +117,7 @@ class SegFedAvgRecipe(FedAvgRecipe):
         min_responses: results a round needs (0: every sampled site).
         round_timeout: seconds a round waits for results (0: no limit).
         resume: continue from the server's checkpoint of the last job of this name.
+        fedprox_mu: FedProx proximal coefficient sent to the sites (0: FedAvg).
         **kwargs: ``FedAvgRecipe``'s arguments.
     """
 
@@ -99,9 +128,11 @@ class SegFedAvgRecipe(FedAvgRecipe):
         min_responses: int = 0,
         round_timeout: int = 0,
         resume: bool = False,
+        fedprox_mu: float = 0.0,
         **kwargs: Any,
     ) -> None:
         # FedAvgRecipe.__init__ calls _create_controller, so these must be set first.
+        self.fedprox_mu = fedprox_mu
         self.max_norm_ratio = max_norm_ratio
         self.min_responses = min_responses
         self.round_timeout = round_timeout
@@ -128,8 +159,16 @@ class SegFedAvgRecipe(FedAvgRecipe):
             memory_gc_rounds=self.server_memory_gc_rounds,
             enable_tensor_disk_offload=self.enable_tensor_disk_offload,
             max_norm_ratio=self.max_norm_ratio,
+            task_check_period=TASK_CHECK_PERIOD,
             **self._get_controller_kwargs(),
         )
+
+    def _get_controller_kwargs(self) -> dict[str, Any]:
+        # As NVFlare's FedProxRecipe: FedAvg sends ``fedprox_mu`` in the meta of every training model.
+        kwargs = super()._get_controller_kwargs()
+        if self.fedprox_mu:
+            kwargs["fedprox_mu"] = self.fedprox_mu
+        return kwargs
 
 
 def build_seg_recipe(config: SegJobConfig | None = None) -> FedAvgRecipe:
@@ -158,14 +197,46 @@ def build_seg_recipe(config: SegJobConfig | None = None) -> FedAvgRecipe:
             min_responses=min(config.min_responses, config.min_clients),
             round_timeout=config.round_timeout,
             resume=config.resume,
+            fedprox_mu=config.fedprox_mu,
+            params_transfer_type=TransferType.DIFF if config.transfer == "diff" else TransferType.FULL,
         )
         add_transfer_timeouts(recipe, config.dead_client_grace_period)
+        add_task_polling(recipe)
         # Cross-site evaluation of several 3D models at a slow site may take hours.
         if config.cross_site_evaluation:
             add_cross_site_evaluation(recipe, submit_model_timeout=1800, validation_timeout=14400)
         if config.tensorboard:
             add_experiment_tracking(recipe, tracking_type="tensorboard")
+    if config.quantization:
+        add_quantization(recipe, config.quantization)
     return recipe
+
+
+def add_quantization(recipe: FedAvgRecipe, quantization: str) -> None:
+    """Models travel as float16 both ways and are restored on arrival (``dose3d_fl.fl.quantization``).
+
+    Call it after any other result filter of the sites (the simulator's site policy): a site's weights-only
+    guard and payload audit then see the float32 model, as they do in a POC, where a site's own filters run
+    before the job's.
+    """
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(f"quantization {quantization!r} is not one of {', '.join(QUANTIZATIONS)}")
+    tasks = list(JOB_TASKS)
+    recipe.add_server_output_filter(Float16Quantizer(), tasks=tasks)
+    recipe.add_client_input_filter(Float16Dequantizer(), tasks=tasks)
+    recipe.add_client_output_filter(Float16Quantizer(), tasks=tasks)
+    recipe.add_server_input_filter(Float16Dequantizer(), tasks=tasks)
+
+
+def add_task_polling(recipe: FedAvgRecipe, interval: float = TASK_REQUEST_INTERVAL) -> None:
+    """How soon a site that finished its round asks for the next one (NVFlare's default: every 2 s).
+
+    The server tells a site to wait ``task_request_interval`` seconds after each task and between task
+    requests. With 2 s, the slowest site of a round, whose result closes it, waits on average about 1.5 s
+    before it learns of the next round: most of the per-round orchestration cost the benchmark measured
+    (``benchmarks/``, README "Performance"). A request is one small message, so 0.5 s costs the server little.
+    """
+    recipe.add_server_config({"server": {"task_request_interval": interval}})
 
 
 def add_transfer_timeouts(recipe: FedAvgRecipe, dead_client_grace_period: int = 600) -> None:

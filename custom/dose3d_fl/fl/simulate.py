@@ -7,6 +7,7 @@ one that is exported to ``jobs/seg_fedavg``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -23,7 +24,13 @@ from dose3d_fl.data.synth import patients_per_site, synthesize_federation
 from dose3d_fl.fl.log_config import write_log_config
 from dose3d_fl.fl.privacy_policy import JOB_TASKS, DPConfig, policy_filters, site_privacy_policy
 from dose3d_fl.fl.resilient import CHECKPOINT_DIR_ENV
-from dose3d_fl.fl.seg_job import JOB_NAME, SegJobConfig, build_seg_recipe, execute_seg_recipe
+from dose3d_fl.fl.seg_job import (
+    JOB_NAME,
+    SegJobConfig,
+    add_quantization,
+    build_seg_recipe,
+    execute_seg_recipe,
+)
 from dose3d_fl.fl.site_config import SITE_CONFIG_DIR_ENV, SiteConfig
 from dose3d_fl.fl.transfer_log import LOG_NAME
 
@@ -100,8 +107,10 @@ def simulate_seg(config: SimulationConfig, customize: Callable[[FedAvgRecipe], N
     # The simulator recreates the server workspace for every run: round checkpoints live beside it.
     os.environ[CHECKPOINT_DIR_ENV] = str(workspace / "checkpoints")
     job = SegJobConfig(**{**config.job.__dict__, "min_clients": config.sites})
-    recipe = build_seg_recipe(job)
+    recipe = build_seg_recipe(dataclasses.replace(job, quantization=""))
     add_site_policy(recipe, dp=config.dp, keep_payloads=config.keep_payloads)
+    if job.quantization:  # after the site policy, whose guard and audit see the float32 model (as in a POC)
+        add_quantization(recipe, job.quantization)
     if customize is not None:
         customize(recipe)
     env = SimEnv(
@@ -122,45 +131,54 @@ def summarise_simulation(server_job_dir: Path, num_rounds: int) -> dict:
     ``round_val_dice[r]`` is the Dice of the global model after round ``r``, averaged over the union of the
     sites' validation cases: rounds before the last come from the Dice each site reports for the model it
     receives at the start of the next round (``metrics/round_metrics.jsonl``), the last from cross-site
-    evaluation of the final global model, where each site also reports how many cases it validated.
+    evaluation of the final global model, where each site also reports how many cases it validated. A job
+    without cross-site evaluation has no figure for the final model (``final_val_dice`` ``None``).
     """
-    cross_site = json.loads((server_job_dir / "cross_site_val" / "cross_val_results.json").read_text())
-    final_model = next(
-        (m for m in _model_names(cross_site) if "global" in m.lower() and "best" not in m.lower()), None
-    )
-    if final_model is None:
-        raise ValueError(
-            f"{server_job_dir}: cross-site results have no final global model: {sorted(_model_names(cross_site))}"
+    records = [
+        json.loads(line)
+        for line in (server_job_dir / "metrics" / "round_metrics.jsonl").read_text().splitlines()
+    ]
+
+    def site_values(record: dict, metric: str) -> dict[str, float]:
+        return {
+            s["name"]: next(m["value"] for m in s["metrics"] if m["name"] == metric)
+            for s in record["sites"]
+            if any(m["name"] == metric for m in s["metrics"])
+        }
+
+    cross_file = server_job_dir / "cross_site_val" / "cross_val_results.json"
+    cross_site = json.loads(cross_file.read_text()) if cross_file.is_file() else {}
+    site_dice: dict[str, float] = {}
+    site_cases: dict[str, int] = site_values(records[-1], "val_cases") if records else {}
+    if cross_site:  # the file exists, empty, when the job has no cross-site evaluation
+        final_model = next(
+            (m for m in _model_names(cross_site) if "global" in m.lower() and "best" not in m.lower()), None
         )
-    site_dice = {
-        site: results[final_model]["val_dice"]
-        for site, results in cross_site.items()
-        if final_model in results
-    }
-    site_cases = {
-        site: results[final_model].get("val_cases", 1)
-        for site, results in cross_site.items()
-        if final_model in results
-    }
+        if final_model is None:
+            raise ValueError(
+                f"{server_job_dir}: cross-site results have no final global model: {sorted(_model_names(cross_site))}"
+            )
+        site_dice = {
+            site: results[final_model]["val_dice"]
+            for site, results in cross_site.items()
+            if final_model in results
+        }
+        site_cases = {
+            site: results[final_model].get("val_cases", 1)
+            for site, results in cross_site.items()
+            if final_model in results
+        }
 
     def union(per_site: dict[str, float]) -> float:
         total = sum(site_cases.get(site, 1) for site in per_site)
         return sum(dice * site_cases.get(site, 1) for site, dice in per_site.items()) / max(total, 1)
 
-    rounds = []
-    lines = (server_job_dir / "metrics" / "round_metrics.jsonl").read_text().splitlines()
-    for line in lines:
-        record = json.loads(line)
-        if record["round"] >= 1:
-            per_site = {
-                s["name"]: next(m["value"] for m in s["metrics"] if m["name"] == "val_dice")
-                for s in record["sites"]
-            }
-            rounds.append(union(per_site))
-    rounds = [*rounds[: num_rounds - 1], union(site_dice)]
+    rounds = [union(site_values(record, "val_dice")) for record in records if record["round"] >= 1]
+    final = union(site_dice) if site_dice else None
+    rounds = [*rounds[: num_rounds - 1], *([final] if final is not None else [])]
     return {
         **transfer_summary(server_job_dir / LOG_NAME),
-        "final_val_dice": union(site_dice),
+        "final_val_dice": final,
         "round_val_dice": rounds,
         "site_val_dice": site_dice,
         "site_val_cases": site_cases,
@@ -209,9 +227,9 @@ def format_simulation_summary(summary: dict) -> str:
     lines += ["", f"{'site':<10} {'val cases':>9}  final global model Dice"]
     for site, dice in sorted(summary["site_val_dice"].items()):
         lines.append(f"{site:<10} {summary['site_val_cases'].get(site, 0):>9}  {dice:.4f}")
-    lines.append(
-        f"{'union':<10} {sum(summary['site_val_cases'].values()):>9}  {summary['final_val_dice']:.4f}"
-    )
+    final = summary["final_val_dice"]
+    final_text = "not evaluated (no cross-site evaluation)" if final is None else f"{final:.4f}"
+    lines.append(f"{'union':<10} {sum(summary['site_val_cases'].values()):>9}  {final_text}")
     if summary.get("dp_epsilon"):
         lines += [
             "",

@@ -8,7 +8,7 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,8 @@ from dose3d_fl.seg.transforms import IMAGE, LABEL, eval_transforms, train_transf
 log = logging.getLogger(__name__)
 
 Case = dict[str, str]
+# An extra loss term computed from the network alone, e.g. FedProx's proximal term towards the global model.
+Regularizer = Callable[[torch.nn.Module], torch.Tensor]
 
 
 def case_id(case: Case) -> str:
@@ -158,19 +160,28 @@ class SegTrainer:
             group["lr"] = lr
         return lr
 
-    def train_epochs(self, epochs: int = 1) -> dict[str, float | int]:
+    def train_epochs(self, epochs: int = 1, regularizer: Regularizer | None = None) -> dict[str, float | int]:
         """Train for ``epochs`` passes over the training cases.
+
+        Args:
+            epochs: passes over the training cases.
+            regularizer: a term added to every step's loss, computed from the network (the federated client
+                passes FedProx's proximal term this way); the reported loss excludes it.
 
         Returns:
             ``loss`` (mean over this call's steps), ``steps`` (optimiser steps, the FedAvg weight),
-            ``seconds``, ``epochs`` (this call) and ``total_epochs`` (since the trainer was built).
+            ``seconds`` (training), ``cache_seconds`` (building the training dataset's cache, first call
+            only), ``data_seconds`` (of ``seconds``, waiting for batches: random crops and augmentation),
+            ``epochs`` (this call) and ``total_epochs`` (since the trainer was built).
         """
         if epochs < 0:
             raise ValueError(f"epochs must be >= 0, got {epochs}")
-        loader = self.train_loader
+        cache_start = time.perf_counter()
+        loader = self.train_loader  # built, and its cases' preprocessing cached, on first use
         start = time.perf_counter()
         self.model.train()
         losses: list[float] = []
+        data_seconds = 0.0
         for _ in range(epochs):
             bar = tqdm(
                 loader,
@@ -180,8 +191,11 @@ class SegTrainer:
                 disable=not self.show_progress,
             )
             epoch_start, first_step = time.perf_counter(), len(losses)
+            waited = time.perf_counter()
             for batch in bar:
-                losses.append(self._train_step(batch[IMAGE], batch[LABEL]))
+                data_seconds += time.perf_counter() - waited  # random crops and augmentation of this batch
+                losses.append(self._train_step(batch[IMAGE], batch[LABEL], regularizer))
+                waited = time.perf_counter()
                 bar.set_postfix(loss=f"{losses[-1]:.3f}")
             self.epochs_done += 1
             if not self.show_progress:  # no terminal (a site's log file): one line per epoch instead of a bar
@@ -200,21 +214,26 @@ class SegTrainer:
             "loss": loss,
             "steps": len(losses),
             "seconds": seconds,
+            "cache_seconds": start - cache_start,
+            "data_seconds": data_seconds,
             "epochs": epochs,
             "total_epochs": self.epochs_done,
         }
 
-    def _train_step(self, image: torch.Tensor, label: torch.Tensor) -> float:
+    def _train_step(
+        self, image: torch.Tensor, label: torch.Tensor, regularizer: Regularizer | None = None
+    ) -> float:
         image, label = image.to(self.device), label.to(self.device)
         self.optimizer.zero_grad(set_to_none=True)
         with self._autocast():
             loss = self.loss_fn(self.model(image), label)
+        total = loss if regularizer is None else loss + regularizer(self.model)
         if self.scaler is not None:
-            self.scaler.scale(loss).backward()
+            self.scaler.scale(total).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
-            loss.backward()
+            total.backward()
             self.optimizer.step()
         return float(loss.item())
 

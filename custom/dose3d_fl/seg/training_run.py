@@ -85,18 +85,18 @@ def train_on_caches(
         epochs: passes over the pooled training cases.
         num_threads: torch CPU threads (``None``: torch's default).
         hu_baseline: also report the best single HU interval (``hu_threshold_baseline``).
-        on_validation: called with each history entry (epoch, train seconds, loss, val_dice).
+        on_validation: called with each history entry (epoch, wall and train seconds, loss, val_dice).
         show_progress: progress bars when stderr is a terminal.
         synthetic: synthetic pairs added to (or, ``only``, replacing) the training cases; validation stays real.
 
     Returns:
         The metrics written to ``metrics.json``: ``val_dice`` (mean over the union of the validation
-        cases), ``site_val_dice`` (cache name -> mean over its validation cases), ``epochs``, ``seconds``
-        (wall time, caching and validation included), ``train_seconds``, ``seconds_per_epoch``,
+        cases), ``site_val_dice`` (cache name -> mean over its validation cases), ``epochs``, ``started_at``
+        (Unix time), ``seconds`` (wall time, caching and validation included), ``train_seconds``, ``seconds_per_epoch``,
         ``history``, case counts, and ``hu_threshold_baseline`` when asked for. Dice is measured at the
         profile's voxel size.
     """
-    start = time.perf_counter()
+    start, started_at = time.perf_counter(), time.time()
     sites = load_site_cases(cache_dirs, seed=profile.seed)
     train_cases = [case for site in sites for case in site.train]
     if synthetic is not None:
@@ -121,6 +121,7 @@ def train_on_caches(
         validation = trainer.validate()
         entry = {
             "epoch": trainer.epochs_done,
+            "wall_seconds": round(time.perf_counter() - start, 2),
             "train_seconds": round(train_seconds, 2),
             "loss": round(_mean(losses), 4),
             "val_dice": round(validation["val_dice"], 4),
@@ -138,6 +139,7 @@ def train_on_caches(
             for site in sites
         },
         "epochs": trainer.epochs_done,
+        "started_at": round(started_at, 3),
         "seconds": 0.0,
         "train_seconds": round(train_seconds, 2),
         "seconds_per_epoch": round(train_seconds / epochs, 2) if epochs else None,

@@ -12,14 +12,18 @@ restarted site continues with its optimiser state, and a cache that changes unde
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
 
 import nvflare.client as flare
+import torch
+from nvflare.app_common.app_constant import AlgorithmConstants
+from nvflare.app_opt.pt.fedproxloss import PTFedProxLoss
 from nvflare.client.tracking import SummaryWriter
 
 from dose3d_fl.fl.site_state import SiteState, cache_signature
 from dose3d_fl.fl.site_trainer import build_site_trainer, site_state_folder
-from dose3d_fl.seg.trainer import SegTrainer
+from dose3d_fl.seg.trainer import Regularizer, SegTrainer
 
 logger = logging.getLogger("dose3d.seg_client")
 
@@ -53,7 +57,11 @@ class SiteRunner:
         return self.trainer
 
     def train_round(self, incoming: flare.FLModel, writer: SummaryWriter) -> flare.FLModel:
-        """Validate the received global model, train locally and return the local model with metrics."""
+        """Validate the received global model, train locally and return the local model with metrics.
+
+        With FedProx (the server sends ``fedprox_mu`` in the model's meta) local training adds NVFlare's
+        proximal term towards the received global model.
+        """
         trainer = self.current_trainer()
         self.state.restore(trainer, incoming.current_round or 0)
         trainer.set_weights(incoming.params)
@@ -64,7 +72,7 @@ class SiteRunner:
         # resumed job keeps the round numbers and total of the interrupted one, hence the same schedule.
         progress = (incoming.current_round or 0) / max(incoming.total_rounds or 1, 1)
         lr = trainer.set_progress(progress)
-        stats = trainer.train_epochs(self.local_epochs)
+        stats = trainer.train_epochs(self.local_epochs, regularizer=fedprox_term(incoming, trainer.model))
         self.state.save(trainer, incoming.current_round or 0)
         writer.add_scalar("train_loss", float(stats["loss"]), incoming.current_round)
         logger.info(
@@ -83,9 +91,27 @@ class SiteRunner:
                 "val_dice": float(metrics["val_dice"]),
                 "val_cases": int(metrics["cases"]),
                 "train_loss": float(stats["loss"]),
+                # The site's compute this round, for the server's orchestration-overhead figures (benchmarks).
+                "val_seconds": round(float(metrics["seconds"]), 3),
+                "train_seconds": round(float(stats["seconds"]), 3),
+                "cache_seconds": round(float(stats["cache_seconds"]), 3),
+                "data_seconds": round(float(stats["data_seconds"]), 3),
             },
             meta={"NUM_STEPS_CURRENT_ROUND": int(stats["steps"])},
         )
+
+
+def fedprox_term(incoming: flare.FLModel, model: torch.nn.Module) -> Regularizer | None:
+    """FedProx's proximal term towards the received global model, when the server asks for FedProx.
+
+    ``model`` must hold the received global weights when this is called: a frozen copy becomes the reference.
+    """
+    mu = (incoming.meta or {}).get(AlgorithmConstants.FEDPROX_MU)
+    if not mu:
+        return None
+    reference = copy.deepcopy(model).requires_grad_(False)
+    proximal = PTFedProxLoss(mu=float(mu))
+    return lambda local: proximal(local, reference)
 
 
 def main() -> None:

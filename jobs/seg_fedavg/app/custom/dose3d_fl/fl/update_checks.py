@@ -45,14 +45,19 @@ def check_update(params: Mapping[str, Any] | None, reference: Mapping[str, Any])
     return None
 
 
-def update_norm(params: Mapping[str, Any], reference: Mapping[str, Any]) -> float:
-    """L2 norm of ``params - reference`` over the floating-point tensors the update carries."""
+def update_norm(params: Mapping[str, Any], reference: Mapping[str, Any] | None) -> float:
+    """L2 norm of ``params - reference`` over the floating-point tensors the update carries.
+
+    ``reference`` ``None``: the update already is a difference (``DIFF`` transfer) and its own norm counts.
+    """
     total = 0.0
     for name, value in params.items():
         array = as_array(value)
         if array is None or array.dtype.kind != "f":
             continue
-        diff = array.astype(np.float64) - as_array(reference[name]).astype(np.float64)
+        diff = array.astype(np.float64)
+        if reference is not None:
+            diff = diff - as_array(reference[name]).astype(np.float64)
         total += float(np.sum(np.square(diff)))
     return float(np.sqrt(total))
 
