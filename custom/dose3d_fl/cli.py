@@ -172,6 +172,21 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
     return 1
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from dose3d_fl.bench.runner import QUICK, BenchConfig, run_benchmark
+
+    config = QUICK if args.quick else BenchConfig()
+    if args.name:
+        config = dataclasses.replace(config, name=args.name)
+    work = args.work or Path("runs") / f"bench-{config.name}"
+    results = run_benchmark(config, args.out, work)
+    print((args.out / f"{config.name}.md").read_text())
+    print(f"results: {args.out / f'{config.name}.json'} ({results['seconds']:.0f} s); runs and logs: {work}")
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from dose3d_fl.seg.profiles import get_profile
     from dose3d_fl.seg.synthetic import SyntheticMix
@@ -643,6 +658,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     resume.set_defaults(func=_cmd_fl_resume)
 
+    bench = sub.add_parser(
+        "bench",
+        help="benchmark: central vs local-only vs FedAvg/FedProx, overhead, data pipeline, weight exchange",
+    )
+    bench.add_argument(
+        "--quick", action="store_true", help="2 rounds x 1 epoch, 3-site overhead only (a few minutes)"
+    )
+    bench.add_argument("--name", default=None, help="results name (default: default, or quick)")
+    bench.add_argument(
+        "--out",
+        type=Path,
+        default=Path("benchmarks/results"),
+        help="results folder (default benchmarks/results)",
+    )
+    bench.add_argument("--work", type=Path, default=None, help="runs and logs (default runs/bench-<name>)")
+    bench.set_defaults(func=_cmd_bench)
     audit = sub.add_parser("audit", help="check the server's transfer log").add_subparsers(
         dest="audit_command", required=True
     )

@@ -1,0 +1,346 @@
+"""The benchmark: central, local-only, FedAvg, FedProx and weight-exchange variants on the same sites.
+
+Every run is its own child process (its wall time and memory are its own) on the same synthetic non-IID
+sites, the same profile and seeds and the same number of passes over each site's data: ``rounds x
+local_epochs`` epochs for the central and the local-only models. The central and local-only runs take one
+thread each and run two at a time; each federated run has the machine to itself. Every final model is
+scored by one evaluator on every site's validation cases (``bench.evaluate``).
+
+Results: ``OUT/<name>.json`` (``fedavg_over_central_dice``, ``overhead_ratio``, ``union_val_dice`` and the
+details) and ``OUT/<name>.md`` (the tables); the runs' workspaces and logs stay in ``WORK``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import platform
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dose3d_fl import __version__
+from dose3d_fl.bench.evaluate import Evaluator
+from dose3d_fl.bench.fl_figures import (
+    data_pipeline,
+    overhead,
+    round_figures,
+    time_to_dice,
+    wire_bytes,
+    wire_dtypes,
+)
+from dose3d_fl.bench.measure import Measured, run_measured
+from dose3d_fl.bench.report import format_report
+from dose3d_fl.fl import DEFAULT_LOCAL_EPOCHS, DEFAULT_ROUNDS
+from dose3d_fl.fl.seg_job import JOB_NAME
+from dose3d_fl.fl.simulate import prepare_site_data
+from dose3d_fl.seg.profiles import DEFAULT_PROFILE, get_profile
+from dose3d_fl.seg.training_run import METRICS_NAME, MODEL_NAME, load_site_cases
+
+logger = logging.getLogger(__name__)
+
+GLOBAL_MODEL = "FL_global_model.pt"
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What the benchmark runs.
+
+    Args:
+        name: results file name (``OUT/<name>.json``).
+        sites: sites of the main comparison.
+        rounds: federated rounds (central and local-only: ``rounds x local_epochs`` epochs).
+        local_epochs: local epochs per round.
+        profile: segmentation profile.
+        seed: data and training seed.
+        fedprox_mu: FedProx's proximal coefficient.
+        variants: federated runs of the comparison, each ``(name, SegJobConfig changes)``.
+        overhead_sites: site counts of the overhead runs (``overhead_rounds x overhead_local_epochs``).
+        overhead_rounds: rounds of each overhead run.
+        overhead_local_epochs: local epochs per round of each overhead run.
+        target_dice: union Dice for the time-to-Dice comparison.
+    """
+
+    name: str = "default"
+    sites: int = 3
+    rounds: int = DEFAULT_ROUNDS
+    local_epochs: int = DEFAULT_LOCAL_EPOCHS
+    profile: str = DEFAULT_PROFILE
+    seed: int = 0
+    fedprox_mu: float = 0.01
+    variants: tuple[tuple[str, dict[str, Any]], ...] = ()
+    overhead_sites: tuple[int, ...] = (3, 8)
+    overhead_rounds: int = 8
+    overhead_local_epochs: int = 1
+    target_dice: float = 0.90
+
+    def __post_init__(self) -> None:
+        if not self.variants:
+            object.__setattr__(
+                self,
+                "variants",
+                (
+                    ("fedavg", {}),
+                    ("fedprox", {"fedprox_mu": self.fedprox_mu}),
+                    ("fedavg-fp16", {"quantization": "float16"}),
+                    ("fedavg-diff", {"transfer": "diff"}),
+                ),
+            )
+
+    @property
+    def epochs(self) -> int:
+        """Passes over each site's data in every run."""
+        return self.rounds * self.local_epochs
+
+
+QUICK = BenchConfig(name="quick", rounds=2, local_epochs=1, overhead_sites=(3,), overhead_rounds=2)
+
+
+@dataclass
+class BenchRun:
+    """One run's outcome: its model's Dice everywhere, its process measurements and its own figures."""
+
+    name: str
+    kind: str
+    evaluation: dict[str, Any]
+    measured: Measured
+    figures: dict[str, Any] = field(default_factory=dict)
+
+
+def _python() -> str:
+    return sys.executable
+
+
+def _child_env(threads: int | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
+    return env
+
+
+def _train_command(caches: list[Path], out: Path, config: BenchConfig) -> list[str]:
+    return [
+        _python(),
+        "-m",
+        "dose3d_fl.cli",
+        "train",
+        "--cache",
+        *map(str, caches),
+        "--epochs",
+        str(config.epochs),
+        "--profile",
+        config.profile,
+        "--threads",
+        "1",
+        "--seed",
+        str(config.seed),
+        "--out",
+        str(out),
+    ]
+
+
+def run_baselines(caches: list[Path], work: Path, config: BenchConfig) -> dict[str, Measured]:
+    """Central (pooled) and one local-only model per site, two processes at a time (one thread each)."""
+    jobs = {"central": caches, **{f"local-{cache.name}": [cache] for cache in caches}}
+
+    def one(item: tuple[str, list[Path]]) -> tuple[str, Measured]:
+        name, run_caches = item
+        out = work / name
+        logger.info("bench: %s (%d epochs on %d site cache(s))", name, config.epochs, len(run_caches))
+        return name, run_measured(
+            _train_command(run_caches, out, config), work / f"{name}.log", env=_child_env(threads=1)
+        )
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(pool.map(one, jobs.items()))
+
+
+def run_federated(
+    name: str, data: Path, work: Path, sites: int, config: BenchConfig, job: dict[str, Any]
+) -> tuple[Measured, Path]:
+    """One simulator run (``bench.fl_run``) in its own workspace sharing the ingested data."""
+    workspace = work / name
+    workspace.mkdir(parents=True, exist_ok=True)
+    link = workspace / "data"
+    if not link.exists():
+        link.symlink_to(data.resolve(), target_is_directory=True)
+    job = {"profile": config.profile, "cross_site_evaluation": False, **job}
+    logger.info("bench: %s (%d sites, %s)", name, sites, job)
+    measured = run_measured(
+        [
+            _python(),
+            "-m",
+            "dose3d_fl.bench.fl_run",
+            str(workspace),
+            json.dumps({"sites": sites, "seed": config.seed, "job": job}),
+        ],
+        work / f"{name}.log",
+        env=_child_env(),
+    )
+    return measured, workspace / "sim" / JOB_NAME
+
+
+def _site_data(work: Path, sites: int, seed: int) -> tuple[Path, list[Path]]:
+    root = work / f"data-{sites}-sites"
+    caches = prepare_site_data(root, sites, seed)
+    return root / "data", caches
+
+
+def run_benchmark(config: BenchConfig, out_dir: Path, work_dir: Path) -> dict[str, Any]:
+    """Run every part of the benchmark; write ``out_dir/<name>.json`` and ``.md``; return the results."""
+    started = time.perf_counter()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    profile = get_profile(config.profile)
+    data, caches = _site_data(work_dir, config.sites, config.seed)
+    sites = load_site_cases(caches, seed=profile.seed)
+    evaluator = Evaluator(sites, profile, num_threads=os.cpu_count())
+    runs: dict[str, BenchRun] = {}
+
+    for name, measured in run_baselines(caches, work_dir, config).items():
+        metrics = json.loads((work_dir / name / METRICS_NAME).read_text())
+        evaluation = evaluator.evaluate(work_dir / name / MODEL_NAME)
+        launched = metrics["started_at"] - measured.started_at
+        reached = next((h for h in metrics["history"] if h["val_dice"] >= config.target_dice), None)
+        runs[name] = BenchRun(
+            name,
+            "central" if name == "central" else "local",
+            evaluation,
+            measured,
+            {
+                "epochs": metrics["epochs"],
+                "train_seconds": metrics["train_seconds"],
+                "seconds_to_target": round(launched + reached["wall_seconds"], 1) if reached else None,
+            },
+        )
+
+    fl_job = {"num_rounds": config.rounds, "local_epochs": config.local_epochs}
+    for name, changes in config.variants:
+        measured, sim_root = run_federated(name, data, work_dir, config.sites, config, {**fl_job, **changes})
+        runs[name] = _federated_run(name, measured, sim_root, evaluator, config)
+
+    overhead_runs = {}
+    for count in config.overhead_sites:
+        job = {"num_rounds": config.overhead_rounds, "local_epochs": config.overhead_local_epochs}
+        if count == config.sites and job == fl_job and "fedavg" in runs:
+            overhead_runs[count] = {"run": "fedavg", **runs["fedavg"].figures["overhead"]}
+            continue
+        count_data, _ = _site_data(work_dir, count, config.seed)
+        name = f"overhead-{count}-sites"
+        measured, sim_root = run_federated(name, count_data, work_dir, count, config, job)
+        figures = overhead(round_figures(sim_root / "server" / "simulate_job"))
+        overhead_runs[count] = {
+            "run": name,
+            **figures,
+            "wall_seconds": measured.wall_seconds,
+            "peak_rss_mib": measured.peak_rss_mib,
+        }
+
+    results = summarise(config, runs, overhead_runs, time.perf_counter() - started)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{config.name}.json").write_text(json.dumps(_json_safe(results), indent=2) + "\n")
+    (out_dir / f"{config.name}.md").write_text(format_report(results))
+    logger.info("bench: wrote %s and %s", out_dir / f"{config.name}.json", out_dir / f"{config.name}.md")
+    return results
+
+
+def _federated_run(
+    name: str, measured: Measured, sim_root: Path, evaluator: Evaluator, config: BenchConfig
+) -> BenchRun:
+    server_job = sim_root / "server" / "simulate_job"
+    evaluation = evaluator.evaluate(server_job / "app_server" / GLOBAL_MODEL)
+    rounds = round_figures(server_job)
+    return BenchRun(
+        name,
+        "federated",
+        evaluation,
+        measured,
+        {
+            "overhead": overhead(rounds),
+            "data_pipeline": data_pipeline(rounds),
+            "wire_bytes": wire_bytes(sim_root),
+            "wire_dtypes": wire_dtypes(sim_root),
+            "seconds_to_target": time_to_dice(
+                rounds, evaluation["union_val_dice"], measured.started_at, config.target_dice
+            ),
+            "round_union_dice": [r["received_model_union_dice"] for r in rounds[1:]]
+            + [evaluation["union_val_dice"]],
+        },
+    )
+
+
+def summarise(
+    config: BenchConfig, runs: dict[str, BenchRun], overhead_runs: dict[int, dict[str, Any]], seconds: float
+) -> dict[str, Any]:
+    """The results document (what ``<name>.json`` holds)."""
+    union = {name: run.evaluation["union_val_dice"] for name, run in runs.items()}
+    central = union.get("central")
+    federated = [name for name, run in runs.items() if run.kind == "federated"]
+    local = [name for name, run in runs.items() if run.kind == "local"]
+    fedavg = runs.get("fedavg")
+    best_fl = max(federated, key=lambda n: union[n]) if federated else None
+    central_time = runs["central"].figures.get("seconds_to_target") if "central" in runs else None
+    fedavg_time = fedavg.figures.get("seconds_to_target") if fedavg else None
+    demo_overhead = fedavg.figures["overhead"] if fedavg else {}
+    return {
+        "name": config.name,
+        "config": dataclasses.asdict(config),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "dose3d_fl": __version__,
+        },
+        "seconds": round(seconds, 1),
+        "union_val_dice": union,
+        "site_val_dice": {name: run.evaluation["site_val_dice"] for name, run in runs.items()},
+        "fedavg_over_central_dice": _ratio(union.get("fedavg"), central),
+        "best_fl_variant": best_fl,
+        "best_fl_over_central_dice": _ratio(union[best_fl], central) if best_fl else None,
+        "fl_beats_every_local_model": (
+            all(union[best_fl] > union[name] for name in local) if best_fl and local else None
+        ),
+        "fedavg_beats_every_local_model": (
+            all(union["fedavg"] > union[name] for name in local) if "fedavg" in union and local else None
+        ),
+        "overhead_ratio": demo_overhead.get("overhead_ratio"),
+        "fixed_seconds_per_round": demo_overhead.get("fixed_seconds_per_round"),
+        "target_dice": config.target_dice,
+        "seconds_to_target": {name: run.figures.get("seconds_to_target") for name, run in runs.items()},
+        "fedavg_over_central_time_to_target": _ratio(fedavg_time, central_time),
+        "overhead_by_sites": {str(count): figures for count, figures in overhead_runs.items()},
+        "runs": {
+            name: {
+                "kind": run.kind,
+                "wall_seconds": run.measured.wall_seconds,
+                "peak_rss_mib": run.measured.peak_rss_mib,
+                "processes": run.measured.processes,
+                "peak_total_rss_mib": run.measured.peak_total_rss_mib,
+                "log": str(run.measured.log),
+                **run.figures,
+            }
+            for name, run in runs.items()
+        },
+    }
+
+
+def _ratio(value: float | None, reference: float | None) -> float | None:
+    """``value / reference``, or ``None`` when either is missing or the reference is 0 or NaN."""
+    if value is None or not reference or math.isnan(reference):
+        return None
+    return value / reference
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        return None
+    if isinstance(value, dict):
+        return {str(key): _json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(item) for item in value]
+    return value

@@ -1,0 +1,83 @@
+"""``dose3d bench --quick`` end to end: real training runs, real simulator runs, one results file."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+RUNS = (
+    "central",
+    "local-site-1",
+    "local-site-2",
+    "local-site-3",
+    "fedavg",
+    "fedprox",
+    "fedavg-fp16",
+    "fedavg-diff",
+)
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
+    root = tmp_path_factory.mktemp("bench")
+    command = [sys.executable, "-m", "dose3d_fl.cli", "bench", "--quick", "--out", str(root / "results")]
+    subprocess.run([*command, "--work", str(root / "work")], check=True, capture_output=True, timeout=900)
+    return json.loads((root / "results" / "quick.json").read_text()), root
+
+
+def test_every_run_is_scored_on_every_site_and_the_union(results) -> None:
+    data, _ = results
+    assert set(data["union_val_dice"]) == set(RUNS)
+    for run in RUNS:
+        assert set(data["site_val_dice"][run]) == {"site-1", "site-2", "site-3"}
+        assert 0.0 <= data["union_val_dice"][run] <= 1.0
+    assert {"fedavg_over_central_dice", "overhead_ratio", "union_val_dice"} <= set(data)
+
+
+def test_float16_halves_the_bytes_and_diff_sends_as_many_as_full(results) -> None:
+    runs = results[0]["runs"]
+
+    def sent(run: str) -> float:
+        return max(site["sent_per_round"] for site in runs[run]["wire_bytes"].values())
+
+    assert "float32" in runs["fedavg"]["wire_dtypes"]
+    assert (
+        "float16" in runs["fedavg-fp16"]["wire_dtypes"]
+        and "float32" not in runs["fedavg-fp16"]["wire_dtypes"]
+    )
+    assert sent("fedavg-fp16") < 0.6 * sent("fedavg")
+    assert sent("fedavg-diff") == pytest.approx(sent("fedavg"), rel=0.05)
+    received = [site["received_per_round"] for site in runs["fedavg-fp16"]["wire_bytes"].values()]
+    assert max(received) < 0.6 * max(
+        site["received_per_round"] for site in runs["fedavg"]["wire_bytes"].values()
+    )
+
+
+def test_overhead_data_pipeline_and_memory_are_measured(results) -> None:
+    data, _ = results
+    fedavg = data["runs"]["fedavg"]
+    assert fedavg["overhead"]["overhead_ratio"] >= 1.0  # a round lasts at least as long as its slowest site
+    assert fedavg["overhead"]["rounds"] == 2
+    assert 0.0 < fedavg["data_pipeline"]["compute_share"] <= 1.0
+    assert data["overhead_by_sites"]["3"]["run"] == "fedavg"  # the quick overhead run is the FedAvg run
+    for run in RUNS:
+        assert max(data["runs"][run]["peak_rss_mib"].values()) > 100  # torch + MONAI at least
+
+
+def test_the_markdown_report_has_every_table(results) -> None:
+    _, root = results
+    report = (root / "results" / "quick.md").read_text()
+    for heading in (
+        "## Dice of each final model",
+        "## Federated runs",
+        "## Orchestration overhead",
+        "## Targets",
+    ):
+        assert heading in report
+    assert all(f"| {run} |" in report for run in RUNS)
