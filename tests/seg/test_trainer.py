@@ -128,3 +128,13 @@ def test_a_regularizer_is_added_to_the_training_loss(cases):
     assert drift(anchored) < 0.1 * drift(plain)
     assert {"cache_seconds", "data_seconds"} <= set(anchored_stats)
     assert 0 <= anchored_stats["data_seconds"] <= anchored_stats["seconds"]
+
+
+def test_training_never_writes_into_the_cached_volumes(cases):
+    """The training cache is not copied per step (copy_cache=False): random crops must leave it as it was."""
+    train, val = cases
+    trainer = SegTrainer(train, val, TINY_PROFILE, num_threads=1)
+    dataset = trainer.train_loader.dataset
+    before = [item["image"].clone() for item in dataset._cache]
+    trainer.train_epochs(2)
+    assert all(torch.equal(old, item["image"]) for old, item in zip(before, dataset._cache, strict=True))

@@ -75,6 +75,8 @@ class SegJobConfig:
             they received; NVFlare's ``TransferType.DIFF``).
         quantization: ``""`` (float32) or ``"float16"``: models travel as float16, both ways, and are
             restored on arrival (``dose3d_fl.fl.quantization``).
+        task_request_interval: seconds a site waits between asking the server for work (``add_task_polling``).
+        task_check_period: seconds between the server workflow's checks of a round's results.
     """
 
     num_rounds: int = DEFAULT_ROUNDS
@@ -92,6 +94,8 @@ class SegJobConfig:
     fedprox_mu: float = 0.0
     transfer: str = "full"
     quantization: str = ""
+    task_request_interval: float = TASK_REQUEST_INTERVAL
+    task_check_period: float = TASK_CHECK_PERIOD
 
     def __post_init__(self) -> None:
         if self.transfer not in TRANSFERS:
@@ -118,6 +122,7 @@ class SegFedAvgRecipe(FedAvgRecipe):
         round_timeout: seconds a round waits for results (0: no limit).
         resume: continue from the server's checkpoint of the last job of this name.
         fedprox_mu: FedProx proximal coefficient sent to the sites (0: FedAvg).
+        task_check_period: seconds between the workflow's checks of a round's results (NVFlare: 0.5).
         **kwargs: ``FedAvgRecipe``'s arguments.
     """
 
@@ -129,10 +134,12 @@ class SegFedAvgRecipe(FedAvgRecipe):
         round_timeout: int = 0,
         resume: bool = False,
         fedprox_mu: float = 0.0,
+        task_check_period: float = TASK_CHECK_PERIOD,
         **kwargs: Any,
     ) -> None:
         # FedAvgRecipe.__init__ calls _create_controller, so these must be set first.
         self.fedprox_mu = fedprox_mu
+        self.task_check_period = task_check_period
         self.max_norm_ratio = max_norm_ratio
         self.min_responses = min_responses
         self.round_timeout = round_timeout
@@ -159,7 +166,7 @@ class SegFedAvgRecipe(FedAvgRecipe):
             memory_gc_rounds=self.server_memory_gc_rounds,
             enable_tensor_disk_offload=self.enable_tensor_disk_offload,
             max_norm_ratio=self.max_norm_ratio,
-            task_check_period=TASK_CHECK_PERIOD,
+            task_check_period=self.task_check_period,
             **self._get_controller_kwargs(),
         )
 
@@ -198,10 +205,11 @@ def build_seg_recipe(config: SegJobConfig | None = None) -> FedAvgRecipe:
             round_timeout=config.round_timeout,
             resume=config.resume,
             fedprox_mu=config.fedprox_mu,
+            task_check_period=config.task_check_period,
             params_transfer_type=TransferType.DIFF if config.transfer == "diff" else TransferType.FULL,
         )
         add_transfer_timeouts(recipe, config.dead_client_grace_period)
-        add_task_polling(recipe)
+        add_task_polling(recipe, config.task_request_interval)
         # Cross-site evaluation of several 3D models at a slow site may take hours.
         if config.cross_site_evaluation:
             add_cross_site_evaluation(recipe, submit_model_timeout=1800, validation_timeout=14400)
