@@ -135,7 +135,13 @@ def _cmd_fl_simulate(args: argparse.Namespace) -> int:
     args.local_epochs = args.local_epochs or DEFAULT_LOCAL_EPOCHS
     args.profile = args.profile or "cpu-small"
     job = SegJobConfig(
-        num_rounds=args.rounds, local_epochs=args.local_epochs, profile=args.profile, resume=args.resume
+        num_rounds=args.rounds,
+        local_epochs=args.local_epochs,
+        profile=args.profile,
+        resume=args.resume,
+        fedprox_mu=args.fedprox_mu,
+        transfer=args.transfer,
+        quantization=args.quantization,
     )
     dp = None
     if args.dp_noise is not None:
@@ -629,6 +635,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="gan job: average generator and critic, or the generator only (default; critics stay local)",
     )
     simulate.add_argument("--seed", type=int, default=0, help="synthetic data seed")
+    variants = simulate.add_argument_group("seg job variants (README, Performance)")
+    variants.add_argument(
+        "--fedprox-mu", type=float, default=0.0, help="FedProx proximal coefficient (default 0: FedAvg)"
+    )
+    variants.add_argument(
+        "--transfer", choices=("full", "diff"), default="full", help="sites send weights or differences"
+    )
+    variants.add_argument(
+        "--quantization",
+        choices=("", "float16"),
+        default="",
+        help="models travel as float16 (default float32)",
+    )
     dp = simulate.add_argument_group(
         "differential privacy at every simulated site (fl/dp.py; a real site sets it in local/privacy.json)"
     )
