@@ -38,8 +38,9 @@ from dose3d_fl.deploy.processes import (
     wait_for_port,
 )
 from dose3d_fl.deploy.provision import StartupKits
+from dose3d_fl.fl.resilient import checkpoint_path, load_resume_checkpoint
 from dose3d_fl.fl.resume import make_resume_job
-from dose3d_fl.fl.seg_job import SegJobConfig, export_seg_job
+from dose3d_fl.fl.seg_job import JOB_NAME, SegJobConfig, export_seg_job
 from dose3d_fl.seg.profiles import get_profile
 from dose3d_fl.seg.split import load_or_create_split, split_cases
 from dose3d_fl.seg.trainer import SegTrainer
@@ -114,6 +115,20 @@ class Poc:
                     return match.group(0)
             time.sleep(0.5)
         raise TimeoutError(f"job {job_id}: no line matching {pattern!r} within {timeout:.0f} s")
+
+    def wait_for_checkpoint(self, job_id: str, next_round: int, timeout: float = 60) -> None:
+        """Wait until the server's resume checkpoint is ``job_id``'s, to resume at ``next_round`` (0-based)."""
+        path = checkpoint_path(self.kits.server, JOB_NAME)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if path.is_file():
+                checkpoint = load_resume_checkpoint(path)
+                if (checkpoint["job_id"], checkpoint["next_round"]) == (job_id, next_round):
+                    return
+            time.sleep(0.2)
+        raise TimeoutError(
+            f"job {job_id}: no resume checkpoint for round {next_round + 1} on within {timeout:.0f} s"
+        )
 
     def finish(self, job_id: str, status: str = "FINISHED:COMPLETED") -> Path:
         """Wait for the job to end with ``status``; download its result workspace (``log.txt``, ...)."""
@@ -219,6 +234,9 @@ def test_server_killed_mid_run_resume_completes_the_rounds(
 ) -> None:
     job_id = poc.submit(poc.job)
     poc.wait_for_line(job_id, rf"round 1/{ROUNDS}: 2 site\(s\)")
+    # The round line is logged before the round's checkpoint is written: a crash in between resumed from the
+    # previous job's checkpoint (seen once under heavy load).
+    poc.wait_for_checkpoint(job_id, next_round=1)
     poc.crash("server")
     assert not port_is_listening(poc.kits.fed_learn_port)
     poc.restart("server")
