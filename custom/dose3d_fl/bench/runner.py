@@ -68,6 +68,8 @@ class BenchConfig:
         target_dice: union Dice for the time-to-Dice comparison.
         overhead_baseline_polling: also run the first overhead setting with NVFlare's default polling
             intervals (2 s task requests, 0.5 s task checks), for comparison.
+        patients: synthetic patients per site (one count for all sites, or one per site of the main
+            comparison); ``None``: the ``make demo`` data (12 / 8 / 5, cycled).
     """
 
     name: str = "default"
@@ -83,6 +85,7 @@ class BenchConfig:
     overhead_local_epochs: int = 1
     target_dice: float = 0.90
     overhead_baseline_polling: bool = True
+    patients: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if not self.variants:
@@ -103,6 +106,7 @@ class BenchConfig:
         return self.rounds * self.local_epochs
 
 
+# A smoke run of every part: fewer patients, 2 rounds x 1 epoch; its Dice figures mean nothing.
 QUICK = BenchConfig(
     name="quick",
     rounds=2,
@@ -110,6 +114,7 @@ QUICK = BenchConfig(
     overhead_sites=(3,),
     overhead_rounds=2,
     overhead_baseline_polling=False,
+    patients=(4, 3, 3),
 )
 
 
@@ -197,9 +202,12 @@ def run_federated(
     return measured, workspace / "sim" / JOB_NAME
 
 
-def _site_data(work: Path, sites: int, seed: int) -> tuple[Path, list[Path]]:
-    root = work / f"data-{sites}-sites"
-    caches = prepare_site_data(root, sites, seed)
+def _site_data(
+    work: Path, sites: int, seed: int, patients: tuple[int, ...] | None = None
+) -> tuple[Path, list[Path]]:
+    counts = patients if patients is None or len(patients) in (1, sites) else patients[:1]
+    root = work / (f"data-{sites}-sites" + (f"-{'-'.join(map(str, counts))}-patients" if counts else ""))
+    caches = prepare_site_data(root, sites, seed, counts)
     return root / "data", caches
 
 
@@ -208,7 +216,7 @@ def run_benchmark(config: BenchConfig, out_dir: Path, work_dir: Path) -> dict[st
     started = time.perf_counter()
     work_dir.mkdir(parents=True, exist_ok=True)
     profile = get_profile(config.profile)
-    data, caches = _site_data(work_dir, config.sites, config.seed)
+    data, caches = _site_data(work_dir, config.sites, config.seed, config.patients)
     sites = load_site_cases(caches, seed=profile.seed)
     evaluator = Evaluator(sites, profile, num_threads=os.cpu_count())
     runs: dict[str, BenchRun] = {}
@@ -246,7 +254,7 @@ def run_benchmark(config: BenchConfig, out_dir: Path, work_dir: Path) -> dict[st
         if count == config.sites and plan == fl_job and "fedavg" in runs:
             overhead_runs[label] = {"run": "fedavg", "sites": count, **runs["fedavg"].figures["overhead"]}
             continue
-        count_data, _ = _site_data(work_dir, count, config.seed)
+        count_data, _ = _site_data(work_dir, count, config.seed, config.patients)
         name = f"overhead-{count}-sites" + ("-nvflare-polling" if plan is not job else "")
         measured, sim_root = run_federated(name, count_data, work_dir, count, config, plan)
         overhead_runs[label] = {

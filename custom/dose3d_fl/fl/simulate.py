@@ -11,7 +11,7 @@ import dataclasses
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,12 +71,21 @@ def add_site_policy(recipe: FedAvgRecipe, dp: DPConfig | None = None, keep_paylo
         recipe.add_client_output_filter(result_filter, tasks=list(JOB_TASKS))
 
 
-def prepare_site_data(workspace: Path, sites: int, seed: int) -> list[Path]:
-    """Synthesise and ingest the sites' data unless their caches already exist; return the cache folders."""
+def prepare_site_data(
+    workspace: Path, sites: int, seed: int, patients: Sequence[int] | None = None
+) -> list[Path]:
+    """Synthesise and ingest the sites' data unless their caches already exist; return the cache folders.
+
+    Args:
+        workspace: the data go to ``workspace/data``.
+        sites: number of sites.
+        seed: synthetic data seed.
+        patients: patients per site (one count for all, or one per site); default the demo's, cycled.
+    """
     dicom, cache = workspace / "data" / "dicom", workspace / "data" / "cache"
     names = [f"site-{i}" for i in range(1, sites + 1)]
     if not all((cache / name / MANIFEST_NAME).is_file() for name in names):
-        patients = patients_per_site(sites)
+        patients = patients_per_site(sites, patients)
         logger.info("synthesising %s patients at %d sites into %s", patients, sites, dicom)
         synthesize_federation(dicom, patients, seed=seed, show_progress=True)
         for name in names:
