@@ -225,7 +225,9 @@ def run_benchmark(config: BenchConfig, out_dir: Path, work_dir: Path) -> dict[st
         metrics = json.loads((work_dir / name / METRICS_NAME).read_text())
         evaluation = evaluator.evaluate(work_dir / name / MODEL_NAME)
         launched = metrics["started_at"] - measured.started_at
-        reached = next((h for h in metrics["history"] if h["val_dice"] >= config.target_dice), None)
+        # Only the central run validates on every site's cases while it trains; a local-only run sees its own.
+        history = metrics["history"] if name == "central" else []
+        reached = next((h for h in history if h["val_dice"] >= config.target_dice), None)
         runs[name] = BenchRun(
             name,
             "central" if name == "central" else "local",
