@@ -100,18 +100,25 @@ def data_pipeline(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _train_messages(sim_job_root: Path) -> list[tuple[str, dict[str, Any]]]:
+    """``(workspace folder, entry)`` for every training-task message in the run's wire logs."""
+    return [
+        (log.parent.name, entry)
+        for log in sorted(sim_job_root.glob(f"*/{WIRE_LOG}"))
+        for entry in _jsonl(log)
+        if entry.get("task") == "train"
+    ]
+
+
 def wire_bytes(sim_job_root: Path) -> dict[str, dict[str, float]]:
     """Mean bytes per training round, per site: ``sent`` (its results) and ``received`` (the global model)."""
     sent: dict[str, list[int]] = {}
     received: dict[str, list[int]] = {}
-    for log in sorted(sim_job_root.glob(f"*/{WIRE_LOG}")):
-        for entry in _jsonl(log):
-            if entry.get("task") != "train":
-                continue
-            if log.parent.name == "server":
-                received.setdefault(str(entry["receiver"]), []).append(entry["serialized_bytes"])
-            else:
-                sent.setdefault(str(entry["sender"]), []).append(entry["serialized_bytes"])
+    for folder, entry in _train_messages(sim_job_root):
+        if folder == "server":
+            received.setdefault(str(entry["receiver"]), []).append(entry["serialized_bytes"])
+        else:
+            sent.setdefault(str(entry["sender"]), []).append(entry["serialized_bytes"])
     sites = sorted(set(sent) | set(received))
     return {
         site: {
@@ -123,13 +130,8 @@ def wire_bytes(sim_job_root: Path) -> dict[str, dict[str, float]]:
 
 
 def wire_dtypes(sim_job_root: Path) -> list[str]:
-    """The tensor dtypes that travelled in training results."""
-    dtypes: set[str] = set()
-    for log in sim_job_root.glob(f"*/{WIRE_LOG}"):
-        for entry in _jsonl(log):
-            if entry.get("task") == "train":
-                dtypes.update(entry.get("dtypes", []))
-    return sorted(dtypes)
+    """The tensor dtypes that travelled in training messages."""
+    return sorted({dtype for _, entry in _train_messages(sim_job_root) for dtype in entry.get("dtypes", [])})
 
 
 def time_to_dice(

@@ -41,7 +41,7 @@ from dose3d_fl.fl import DEFAULT_LOCAL_EPOCHS, DEFAULT_ROUNDS
 from dose3d_fl.fl.seg_job import JOB_NAME
 from dose3d_fl.fl.simulate import prepare_site_data
 from dose3d_fl.seg.profiles import DEFAULT_PROFILE, get_profile
-from dose3d_fl.seg.training_run import METRICS_NAME, MODEL_NAME, load_site_cases
+from dose3d_fl.seg.training_run import METRICS_NAME, MODEL_NAME, json_safe, load_site_cases
 
 logger = logging.getLogger(__name__)
 
@@ -269,7 +269,7 @@ def run_benchmark(config: BenchConfig, out_dir: Path, work_dir: Path) -> dict[st
 
     results = summarise(config, runs, overhead_runs, time.perf_counter() - started)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / f"{config.name}.json").write_text(json.dumps(_json_safe(results), indent=2) + "\n")
+    (out_dir / f"{config.name}.json").write_text(json.dumps(json_safe(results), indent=2) + "\n")
     (out_dir / f"{config.name}.md").write_text(format_report(results))
     logger.info("bench: wrote %s and %s", out_dir / f"{config.name}.json", out_dir / f"{config.name}.md")
     return results
@@ -360,13 +360,3 @@ def _ratio(value: float | None, reference: float | None) -> float | None:
     if value is None or not reference or math.isnan(reference):
         return None
     return value / reference
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
-        return None
-    if isinstance(value, dict):
-        return {str(key): _json_safe(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(item) for item in value]
-    return value

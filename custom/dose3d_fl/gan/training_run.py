@@ -14,7 +14,7 @@ from typing import Any
 
 from dose3d_fl.gan.profiles import GanProfile
 from dose3d_fl.gan.trainer import GanTrainer
-from dose3d_fl.seg.training_run import _json_safe, load_site_cases
+from dose3d_fl.seg.training_run import json_safe, load_site_cases
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,6 @@ def train_gan_on_caches(
     out_dir.mkdir(parents=True, exist_ok=True)
     trainer.save_checkpoint(out_dir / GAN_MODEL_NAME, meta={"caches": [s.name for s in sites]})
     # NaN (every sample dropped as a copy) becomes null: strict JSON has no NaN.
-    (out_dir / GAN_METRICS_NAME).write_text(json.dumps(_json_safe(metrics), indent=2) + "\n")
+    (out_dir / GAN_METRICS_NAME).write_text(json.dumps(json_safe(metrics), indent=2) + "\n")
     log.info("wrote %s and %s", out_dir / GAN_MODEL_NAME, out_dir / GAN_METRICS_NAME)
     return metrics

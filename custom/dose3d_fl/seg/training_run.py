@@ -158,18 +158,21 @@ def train_on_caches(
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    trainer.save_checkpoint(out_dir / MODEL_NAME, meta={"metrics": _json_safe(metrics)})
-    (out_dir / METRICS_NAME).write_text(json.dumps(_json_safe(metrics), indent=2) + "\n")
+    trainer.save_checkpoint(out_dir / MODEL_NAME, meta={"metrics": json_safe(metrics)})
+    (out_dir / METRICS_NAME).write_text(json.dumps(json_safe(metrics), indent=2) + "\n")
     log.info("wrote %s and %s", out_dir / MODEL_NAME, out_dir / METRICS_NAME)
     return metrics
 
 
-def _json_safe(value: Any) -> Any:
-    """NaN (a site without a scorable validation case) becomes null: strict JSON has no NaN."""
-    if isinstance(value, float) and math.isnan(value):
+def json_safe(value: Any) -> Any:
+    """NaN or infinity (e.g. a site without a scorable validation case) becomes null: strict JSON has neither.
+
+    Tuples become lists and dictionary keys strings, as ``json.dumps`` writes them.
+    """
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
         return None
     if isinstance(value, dict):
-        return {key: _json_safe(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(item) for item in value]
+        return {str(key): json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
     return value
