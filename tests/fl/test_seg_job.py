@@ -73,6 +73,13 @@ def test_sites_ask_for_the_next_round_every_half_second() -> None:
     assert controller["args"]["task_check_period"] <= 0.1
 
 
+def test_sites_check_for_tasks_and_results_every_50_ms() -> None:
+    """The in-process Client API's own 0.5 s waits are shortened (dose3d_fl.fl.client_polling)."""
+    client = json.loads((COMMITTED / "app" / "config" / "config_fed_client.json").read_text())
+    (executor,) = client["executors"]
+    assert "--result-poll 0.05" in executor["executor"]["args"]["task_script_args"]
+
+
 def _exported_configs(tmp_path: Path, config: SegJobConfig) -> tuple[dict, dict]:
     from dose3d_fl.fl.seg_job import export_recipe
 

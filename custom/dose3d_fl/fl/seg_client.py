@@ -21,6 +21,7 @@ from nvflare.app_common.app_constant import AlgorithmConstants
 from nvflare.app_opt.pt.fedproxloss import PTFedProxLoss
 from nvflare.client.tracking import SummaryWriter
 
+from dose3d_fl.fl.client_polling import RESULT_POLL_INTERVAL, shorten_client_polls
 from dose3d_fl.fl.site_state import SiteState, cache_signature
 from dose3d_fl.fl.site_trainer import build_site_trainer, site_state_folder
 from dose3d_fl.seg.trainer import Regularizer, SegTrainer
@@ -118,9 +119,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--local-epochs", type=int, default=1)
     parser.add_argument("--profile", default="cpu-small")
+    parser.add_argument(
+        "--result-poll",
+        type=float,
+        default=RESULT_POLL_INTERVAL,
+        help="seconds between the in-process Client API's checks for a task or a result (NVFlare: 0.5)",
+    )
     args = parser.parse_args()
 
-    flare.init()
+    shorten_client_polls(flare.init().api, args.result_poll)
     site = flare.get_site_name()
     runner = SiteRunner(site, args.profile, args.local_epochs)
     writer = SummaryWriter()

@@ -26,6 +26,7 @@ from nvflare.recipe.spec import ExecEnv
 
 from dose3d_fl.fl import DEFAULT_LOCAL_EPOCHS, DEFAULT_ROUNDS
 from dose3d_fl.fl.aggregators import RobustAggregator
+from dose3d_fl.fl.client_polling import RESULT_POLL_INTERVAL
 from dose3d_fl.fl.controller import SegFedAvg
 from dose3d_fl.fl.privacy_policy import JOB_TASKS
 from dose3d_fl.fl.quantization import QUANTIZATIONS, Float16Dequantizer, Float16Quantizer
@@ -77,6 +78,8 @@ class SegJobConfig:
             restored on arrival (``dose3d_fl.fl.quantization``).
         task_request_interval: seconds a site waits between asking the server for work (``add_task_polling``).
         task_check_period: seconds between the server workflow's checks of a round's results.
+        result_poll_interval: seconds between the in-process Client API's checks for a task or a result at
+            the site (``dose3d_fl.fl.client_polling``; NVFlare: 0.5).
     """
 
     num_rounds: int = DEFAULT_ROUNDS
@@ -96,6 +99,7 @@ class SegJobConfig:
     quantization: str = ""
     task_request_interval: float = TASK_REQUEST_INTERVAL
     task_check_period: float = TASK_CHECK_PERIOD
+    result_poll_interval: float = RESULT_POLL_INTERVAL
 
     def __post_init__(self) -> None:
         if self.transfer not in TRANSFERS:
@@ -107,6 +111,8 @@ class SegJobConfig:
             )
         if self.fedprox_mu < 0:
             raise ValueError(f"fedprox_mu must be >= 0 (0: FedAvg), got {self.fedprox_mu}")
+        if self.result_poll_interval <= 0:
+            raise ValueError(f"result_poll_interval must be > 0 s, got {self.result_poll_interval}")
 
 
 class SegFedAvgRecipe(FedAvgRecipe):
@@ -194,7 +200,10 @@ def build_seg_recipe(config: SegJobConfig | None = None) -> FedAvgRecipe:
             min_clients=config.min_clients,
             num_rounds=config.num_rounds,
             train_script=CLIENT_SCRIPT.name,
-            train_args=f"--local-epochs {config.local_epochs} --profile {profile.name}",
+            train_args=(
+                f"--local-epochs {config.local_epochs} --profile {profile.name} "
+                f"--result-poll {config.result_poll_interval:g}"
+            ),
             key_metric=KEY_METRIC,
             key_metric_mode="max",
             aggregator=None
