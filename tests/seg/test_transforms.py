@@ -5,10 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from monai.transforms import Randomizable
+from monai.transforms import Compose, Randomizable
 
 from dose3d_fl.seg.transforms import (
+    BG_INDICES,
+    FG_INDICES,
     augmentation_transforms,
+    crop_index_transforms,
     eval_transforms,
     preprocessing_transforms,
     train_transforms,
@@ -49,6 +52,25 @@ def test_training_transforms_give_num_samples_roi_crops(tmp_path):
     assert len(crops) == TINY_PROFILE.num_samples
     for crop in crops:
         assert crop["image"].shape == crop["label"].shape == (1, *TINY_PROFILE.roi_size)
+
+
+def test_cached_crop_indices_give_the_same_crops_and_stay_out_of_the_batch(tmp_path):
+    """The indices are computed once with the cached volumes; the crops drawn from them are the same."""
+    case = write_case(tmp_path, "case", seed=3)
+    with_indices, without = (TINY_PROFILE.replace(cache_crop_indices=flag) for flag in (True, False))
+    assert crop_index_transforms(without) == []
+    assert not any(isinstance(t, Randomizable) for t in crop_index_transforms(with_indices))
+    cached = Compose([*preprocessing_transforms(with_indices), *crop_index_transforms(with_indices)])(case)
+    assert cached[FG_INDICES].numel() == int((cached["label"] > 0).sum())
+    assert 0 < cached[BG_INDICES].numel() < cached["label"].numel()
+    crops = {}
+    for profile in (with_indices, without):
+        transform = train_transforms(profile)
+        transform.set_random_state(seed=0)
+        crops[profile.cache_crop_indices] = transform(case)
+    for a, b in zip(crops[True], crops[False], strict=True):
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["label"], b["label"])
+        assert FG_INDICES not in a and BG_INDICES not in a
 
 
 def test_small_volumes_are_padded_to_the_roi(tmp_path):
