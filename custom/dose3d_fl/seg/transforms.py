@@ -79,8 +79,8 @@ def crop_index_transforms(profile: SegProfile) -> list[MapTransform]:
     """The label and background voxel indices the random crops draw their centres from, when the profile
     caches them (``cache_crop_indices``): deterministic, so ``CacheDataset`` keeps them with the volumes.
 
-    Without them ``RandCropByPosNegLabeld`` searches the whole label for every crop: about a seventh of
-    the time a cpu-small training step waits for its batch. The crops are the same either way.
+    Without them ``RandCropByPosNegLabeld`` searches the whole label for every crop: about a third of the
+    random part's time on the cpu-small demo cases. The crops are the same either way.
     """
     if not profile.cache_crop_indices:
         return []
