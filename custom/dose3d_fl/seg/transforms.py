@@ -84,9 +84,7 @@ def crop_index_transforms(profile: SegProfile) -> list[MapTransform]:
     """
     if not profile.cache_crop_indices:
         return []
-    return [
-        FgBgToIndicesd(keys=LABEL, image_key=IMAGE, image_threshold=0.0)
-    ]
+    return [FgBgToIndicesd(keys=LABEL, image_key=IMAGE, image_threshold=0.0)]
 
 
 def augmentation_transforms(profile: SegProfile) -> list[MapTransform]:
@@ -131,7 +129,11 @@ def augmentation_transforms(profile: SegProfile) -> list[MapTransform]:
 def train_transforms(profile: SegProfile) -> Compose:
     """Deterministic then random transforms; ``CacheDataset`` caches up to the first random one."""
     return Compose(
-        [*preprocessing_transforms(profile), *crop_index_transforms(profile), *augmentation_transforms(profile)]
+        [
+            *preprocessing_transforms(profile),
+            *crop_index_transforms(profile),
+            *augmentation_transforms(profile),
+        ]
     )
 
 
