@@ -1,11 +1,18 @@
-"""The site's client script: FedProx's proximal term when the server asks for it."""
+"""The site's client script: FedProx's proximal term when the server asks for it, and a fresh local
+optimiser every round unless the job keeps its moments."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 import torch
 from nvflare.app_common.abstract.fl_model import FLModel
 
-from dose3d_fl.fl.seg_client import fedprox_term
+from dose3d_fl.fl import seg_client
+from dose3d_fl.fl.seg_client import SiteRunner, fedprox_term
+from dose3d_fl.seg.trainer import SegTrainer
+from tests.seg.cases import TINY_PROFILE, write_case
 
 
 def test_no_fedprox_mu_no_term() -> None:
@@ -23,3 +30,38 @@ def test_the_term_is_zero_at_the_global_model_and_grows_away_from_it() -> None:
     assert float(value) == 1.5
     value.backward()
     assert model.weight.grad is not None  # the term trains the local model, not the frozen reference
+
+
+class _Scalars:
+    """Collects what the runner reports to NVFlare's tracking writer."""
+
+    def __init__(self) -> None:
+        self.values: list[tuple[str, float, int]] = []
+
+    def add_scalar(self, tag: str, value: float, step: int) -> None:
+        self.values.append((tag, value, step))
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_each_round_starts_adam_afresh_unless_the_job_keeps_its_moments(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keep: bool
+) -> None:
+    train = [write_case(tmp_path / "cache", f"t{i}", seed=i) for i in range(2)]
+    val = [write_case(tmp_path / "cache", "v0", seed=50)]
+    # The site's own cached cases and state folder, without a site configuration file.
+    monkeypatch.setattr(
+        seg_client,
+        "build_site_trainer",
+        lambda site, profile: SegTrainer(train, val, TINY_PROFILE, num_threads=1),
+    )
+    monkeypatch.setattr(seg_client, "site_state_folder", lambda site: tmp_path / "state")
+    runner = SiteRunner("site-1", TINY_PROFILE.name, local_epochs=1, keep_optimizer_state=keep)
+    writer = _Scalars()
+    steps = []
+    for current_round in range(2):
+        incoming = FLModel(params=runner.trainer.get_weights(), current_round=current_round, total_rounds=2)
+        result = runner.train_round(incoming, writer)
+        steps.append(result.meta["NUM_STEPS_CURRENT_ROUND"])
+        (first, *_) = runner.trainer.optimizer.state.values()
+        assert int(first["step"]) == (sum(steps) if keep else steps[-1])
+    assert [tag for tag, _, _ in writer.values].count("train_loss") == 2

@@ -108,6 +108,21 @@ def test_set_progress_applies_the_profile_schedule_to_the_optimiser(cases):
     assert [group["lr"] for group in trainer.optimizer.param_groups] == [pytest.approx(1e-3)]
 
 
+def test_reset_optimizer_forgets_the_moments_and_keeps_the_learning_rate(cases):
+    train, val = cases
+    trainer = SegTrainer(train, val, TINY_PROFILE, num_threads=1)
+    trainer.set_progress(0.5)
+    lr = trainer.optimizer.param_groups[0]["lr"]
+    trainer.train_epochs(1)
+    assert trainer.optimizer.state
+    trainer.reset_optimizer()
+    assert not trainer.optimizer.state
+    assert trainer.optimizer.param_groups[0]["lr"] == lr
+    stats = trainer.train_epochs(1)  # Adam starts again at step 1
+    (first, *_) = trainer.optimizer.state.values()
+    assert int(first["step"]) == stats["steps"]
+
+
 def test_a_regularizer_is_added_to_the_training_loss(cases):
     """FedProx passes its proximal term as a regularizer: a strong pull towards the start keeps the weights
     there; the epoch statistics carry the data-wait and caching times the benchmark reads."""

@@ -80,6 +80,9 @@ class SegJobConfig:
         task_check_period: seconds between the server workflow's checks of a round's results.
         result_poll_interval: seconds between the in-process Client API's checks for a task or a result at
             the site (``dose3d_fl.fl.client_polling``; NVFlare: 0.5).
+        keep_optimizer_state: the sites carry their local Adam moments from round to round; by default each
+            round's local training starts Adam afresh from the received global model, which the benchmark
+            found better on non-IID sites (README, Performance).
     """
 
     num_rounds: int = DEFAULT_ROUNDS
@@ -100,6 +103,7 @@ class SegJobConfig:
     task_request_interval: float = TASK_REQUEST_INTERVAL
     task_check_period: float = TASK_CHECK_PERIOD
     result_poll_interval: float = RESULT_POLL_INTERVAL
+    keep_optimizer_state: bool = False
 
     def __post_init__(self) -> None:
         if self.transfer not in TRANSFERS:
@@ -203,6 +207,7 @@ def build_seg_recipe(config: SegJobConfig | None = None) -> FedAvgRecipe:
             train_args=(
                 f"--local-epochs {config.local_epochs} --profile {profile.name} "
                 f"--result-poll {config.result_poll_interval:g}"
+                + (" --keep-optimizer-state" if config.keep_optimizer_state else "")
             ),
             key_metric=KEY_METRIC,
             key_metric_mode="max",

@@ -158,6 +158,14 @@ class SegTrainer:
 
     # -- training and validation ----------------------------------------------------------------------------
 
+    def reset_optimizer(self) -> None:
+        """Forget the optimiser's state (Adam's moments and step counts); its learning rate stays.
+
+        A federated site calls this before each round's local training: the moments it kept from its own
+        last round point from its local model, not from the global model it just received.
+        """
+        self.optimizer.state.clear()
+
     def set_progress(self, progress: float) -> float:
         """Set the optimiser's learning rate to the profile's schedule at ``progress`` (0..1); return it.
 
