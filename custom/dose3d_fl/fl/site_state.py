@@ -1,8 +1,8 @@
 """A site's local training state between rounds, on disk, so a restarted site continues where it stopped.
 
 The global weights come from the server every round; what a site would lose in a restart is its own:
-the optimiser's moments (which a job that keeps them over rounds needs), its last local weights (what cross-site evaluation asks it for) and the round it
-last trained. ``SiteState`` writes them after every local round (atomically: a crash leaves the previous
+the optimiser's moments (used only by a job that keeps them over rounds), its last local weights (what
+cross-site evaluation asks it for) and the round it last trained. ``SiteState`` writes them after every local round (atomically: a crash leaves the previous
 state) and gives them back to a new trainer when the next round it is asked for follows the saved one.
 
 A site also notices when its cache changes under a running job (cases deleted, rewritten or corrupted):
