@@ -52,7 +52,7 @@ def test_each_round_starts_adam_afresh_unless_the_job_keeps_its_moments(
     monkeypatch.setattr(
         seg_client,
         "build_site_trainer",
-        lambda site, profile: SegTrainer(train, val, TINY_PROFILE, num_threads=1),
+        lambda site, profile, lr_scale=1.0: SegTrainer(train, val, TINY_PROFILE, num_threads=1),
     )
     monkeypatch.setattr(seg_client, "site_state_folder", lambda site: tmp_path / "state")
     runner = SiteRunner("site-1", TINY_PROFILE.name, local_epochs=1, keep_optimizer_state=keep)

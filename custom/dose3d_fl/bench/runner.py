@@ -81,7 +81,7 @@ class BenchConfig:
     fedprox_mu: float = 0.01
     variants: tuple[tuple[str, dict[str, Any]], ...] = ()
     overhead_sites: tuple[int, ...] = (3, 8)
-    overhead_rounds: int = 8
+    overhead_rounds: int = 6
     overhead_local_epochs: int = 1
     target_dice: float = 0.90
     overhead_baseline_polling: bool = True

@@ -38,18 +38,24 @@ class SiteRunner:
         local_epochs: local epochs per round.
         keep_optimizer_state: carry the local optimiser's moments from round to round (and over a restart,
             through the site state); by default each round's local training starts the optimiser afresh.
+        lr_scale: factor on the profile's learning rate for local training.
     """
 
     def __init__(
-        self, site: str, profile: str, local_epochs: int, keep_optimizer_state: bool = False
+        self,
+        site: str,
+        profile: str,
+        local_epochs: int,
+        keep_optimizer_state: bool = False,
+        lr_scale: float = 1.0,
     ) -> None:
         self.site, self.profile, self.local_epochs = site, profile, local_epochs
-        self.keep_optimizer_state = keep_optimizer_state
+        self.keep_optimizer_state, self.lr_scale = keep_optimizer_state, lr_scale
         self.state = SiteState(site_state_folder(site), profile)
         self.trainer = self._build()
 
     def _build(self) -> SegTrainer:
-        trainer = build_site_trainer(self.site, self.profile)
+        trainer = build_site_trainer(self.site, self.profile, lr_scale=self.lr_scale)
         # All the split's cases, before the trainer leaves out bad ones: a case that comes back is noticed.
         self._cases = [*trainer.train_cases, *trainer.val_cases]
         self._signature = cache_signature(self._cases)
@@ -139,11 +145,14 @@ def main() -> None:
         action="store_true",
         help="carry the local optimiser's moments over rounds (default: fresh each round)",
     )
+    parser.add_argument(
+        "--lr-scale", type=float, default=1.0, help="factor on the profile's learning rate (default 1)"
+    )
     args = parser.parse_args()
 
     shorten_client_polls(flare.init().api, args.result_poll)
     site = flare.get_site_name()
-    runner = SiteRunner(site, args.profile, args.local_epochs, args.keep_optimizer_state)
+    runner = SiteRunner(site, args.profile, args.local_epochs, args.keep_optimizer_state, args.lr_scale)
     writer = SummaryWriter()
 
     while flare.is_running():

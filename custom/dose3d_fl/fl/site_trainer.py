@@ -22,13 +22,16 @@ def site_state_folder(site_name: str, workspace: Path | None = None) -> Path:
     return Path(config.cache_dir) / "fl_state"
 
 
-def build_site_trainer(site_name: str, profile_name: str, workspace: Path | None = None) -> SegTrainer:
+def build_site_trainer(
+    site_name: str, profile_name: str, workspace: Path | None = None, lr_scale: float = 1.0
+) -> SegTrainer:
     """The trainer of ``site_name`` on its own cached cases and fixed train/val split.
 
     Args:
         site_name: NVFlare client name.
         profile_name: segmentation profile the job asks for.
         workspace: the site's workspace (defaults to the working directory).
+        lr_scale: the job's factor on the profile's learning rate (its whole schedule) for local training.
 
     The site's own ``synthetic_dir`` / ``synthetic_ratio`` add synthetic pairs to its training cases.
 
@@ -43,9 +46,10 @@ def build_site_trainer(site_name: str, profile_name: str, workspace: Path | None
         train_cases = mix_training_cases(train_cases, mix)
     logger.info("%s: %d training and %d validation cases", site_name, len(train_cases), len(val_cases))
     device = None if config.device == "auto" else config.device
-    return SegTrainer(
-        train_cases, val_cases, get_profile(profile_name), device=device, num_threads=config.num_threads
-    )
+    profile = get_profile(profile_name)
+    if lr_scale != 1.0:
+        profile = profile.replace(lr=profile.lr * lr_scale)
+    return SegTrainer(train_cases, val_cases, profile, device=device, num_threads=config.num_threads)
 
 
 def build_site_gan_trainer(site_name: str, profile_name: str, workspace: Path | None = None) -> GanTrainer:
