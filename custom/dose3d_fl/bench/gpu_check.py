@@ -44,12 +44,12 @@ def train_speed(
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     for batch in batches[:warmup]:
-        trainer._train_step(batch[IMAGE], batch[LABEL])
+        trainer.train_step(batch[IMAGE], batch[LABEL])
     if cuda:
         torch.cuda.synchronize()
     start = time.perf_counter()
     for batch in batches[warmup : warmup + steps]:
-        trainer._train_step(batch[IMAGE], batch[LABEL])
+        trainer.train_step(batch[IMAGE], batch[LABEL])
     if cuda:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start

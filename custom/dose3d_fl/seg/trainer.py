@@ -210,7 +210,7 @@ class SegTrainer:
             waited = time.perf_counter()
             for batch in bar:
                 data_seconds += time.perf_counter() - waited  # random crops and augmentation of this batch
-                losses.append(self._train_step(batch[IMAGE], batch[LABEL], regularizer))
+                losses.append(self.train_step(batch[IMAGE], batch[LABEL], regularizer))
                 waited = time.perf_counter()
                 bar.set_postfix(loss=f"{losses[-1]:.3f}")
             self.epochs_done += 1
@@ -236,9 +236,14 @@ class SegTrainer:
             "total_epochs": self.epochs_done,
         }
 
-    def _train_step(
+    def train_step(
         self, image: torch.Tensor, label: torch.Tensor, regularizer: Regularizer | None = None
     ) -> float:
+        """One optimiser step on a batch (``(B, 1, X, Y, Z)`` image and label); returns its loss.
+
+        ``train_epochs`` calls it for every batch; the GPU check times it on batches fetched beforehand.
+        The model must be in training mode (``model.train()``).
+        """
         image, label = image.to(self.device), label.to(self.device)
         self.optimizer.zero_grad(set_to_none=True)
         with self._autocast():
