@@ -1,0 +1,126 @@
+"""FedAvg's arithmetic in one process, without NVFlare: quick ablations of the sites' local optimiser.
+
+Each round every site in turn loads the global weights, sets the round's learning rate (the profile's
+cosine schedule over rounds, times ``--lr-scale``), forgets its Adam moments unless
+``--keep-optimizer-state``, adds FedProx's proximal term when ``--fedprox-mu`` is set, and trains
+``--local-epochs``; the global model becomes the step-weighted mean of the sites' weights (BatchNorm counters
+rounded), as NVFlare's FedAvg computes it. The union Dice of the global model on every site's validation
+cases is measured every fifth of the rounds. There is no transfer, filter, update check or simulator here:
+the job itself is measured by ``dose3d bench``. ``--central`` trains the pooled model instead
+(``rounds x local_epochs`` epochs, the profile's learning rate times ``--lr-scale``).
+
+The sites share one process and its random stream, so a replica's crops differ from the simulator's; it is
+deterministic for its arguments. This is how ``SegJobConfig.keep_optimizer_state`` and ``local_lr_scale``
+were chosen (README, Performance).
+
+usage: python benchmarks/fedavg_replica.py NAME CACHE [CACHE ...] [--rounds 25] [--local-epochs 4]
+       [--lr-scale 1] [--keep-optimizer-state] [--fedprox-mu 0] [--seed 0] [--central]
+writes benchmarks/results/replica/NAME.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from nvflare.app_opt.pt.fedproxloss import PTFedProxLoss
+
+from dose3d_fl.bench.evaluate import Evaluator
+from dose3d_fl.seg.profiles import get_profile
+from dose3d_fl.seg.trainer import SegTrainer
+from dose3d_fl.seg.training_run import load_site_cases, train_on_caches
+
+RESULTS = Path(__file__).parent / "results" / "replica"
+
+
+def union_dice(evaluator: Evaluator, weights: dict[str, torch.Tensor]) -> float:
+    """Mean Dice over every site's validation cases."""
+    values = []
+    for trainer in evaluator.trainers.values():
+        trainer.set_weights(weights)
+        values += [d for d in trainer.validate()["case_dice"].values() if not math.isnan(d)]
+    return sum(values) / len(values)
+
+
+def federated(args: argparse.Namespace) -> list[dict[str, float]]:
+    profile = get_profile(args.profile).replace(seed=args.seed)
+    sites = load_site_cases(args.caches, seed=profile.seed)
+    trainers = [SegTrainer(s.train, s.val, profile, num_threads=1, show_progress=False) for s in sites]
+    evaluator = Evaluator(sites, profile, num_threads=1)
+    global_weights = trainers[0].get_weights()
+    history, start = [], time.time()
+    for current_round in range(args.rounds):
+        results = []
+        for trainer in trainers:
+            trainer.set_weights(global_weights)
+            if not args.keep_optimizer_state:
+                trainer.reset_optimizer()
+            trainer.profile = trainer.profile.replace(lr=profile.lr * args.lr_scale)
+            trainer.set_progress(current_round / args.rounds)
+            regularizer = None
+            if args.fedprox_mu:
+                reference = copy.deepcopy(trainer.model).requires_grad_(False)
+                proximal = PTFedProxLoss(mu=args.fedprox_mu)
+                regularizer = lambda model, ref=reference, term=proximal: term(model, ref)  # noqa: E731
+            stats = trainer.train_epochs(args.local_epochs, regularizer=regularizer)
+            results.append((trainer.get_weights(), stats["steps"]))
+        total = sum(steps for _, steps in results)
+        mean = {k: sum(w[k].double() * n for w, n in results) / total for k in global_weights}
+        global_weights = {
+            k: mean[k].to(v.dtype) if v.is_floating_point() else mean[k].round().to(v.dtype)
+            for k, v in global_weights.items()
+        }
+        if (current_round + 1) % max(args.rounds // 5, 1) == 0 or current_round == args.rounds - 1:
+            entry = {
+                "round": current_round + 1,
+                "union_val_dice": round(union_dice(evaluator, global_weights), 4),
+                "seconds": round(time.time() - start, 1),
+            }
+            history.append(entry)
+            print(args.name, entry, flush=True)
+    return history
+
+
+def central(args: argparse.Namespace) -> list[dict[str, float]]:
+    profile = get_profile(args.profile).replace(seed=args.seed)
+    profile = profile.replace(lr=profile.lr * args.lr_scale)
+    out = Path("runs") / "replica" / args.name
+    metrics = train_on_caches(
+        args.caches, out, profile, args.rounds * args.local_epochs, num_threads=1, show_progress=False
+    )
+    return [{"epoch": h["epoch"], "union_val_dice": h["val_dice"]} for h in metrics["history"]] + [
+        {"final": True, "union_val_dice": round(metrics["val_dice"], 4)}
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("name")
+    parser.add_argument("caches", nargs="+", type=Path)
+    parser.add_argument("--profile", default="cpu-small")
+    parser.add_argument("--rounds", type=int, default=25)
+    parser.add_argument("--local-epochs", type=int, default=4)
+    parser.add_argument("--lr-scale", type=float, default=1.0)
+    parser.add_argument("--keep-optimizer-state", action="store_true")
+    parser.add_argument("--fedprox-mu", type=float, default=0.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--central", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    history = central(args) if args.central else federated(args)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "caches"}
+    (RESULTS / f"{args.name}.json").write_text(
+        json.dumps({"args": config, "history": history}, indent=2) + "\n"
+    )
+
+
+if __name__ == "__main__":
+    main()
