@@ -6,7 +6,11 @@ receive/send around it. Data are found through the site's own configuration (``d
 A round that fails at the site (its cache vanished, no usable training case left, ...) is answered with an
 error instead of weights: the server logs it and the round goes on with the other sites; this site is asked
 again next round. The site's local state is saved after every round (``dose3d_fl.fl.site_state``), so a
-restarted site continues with its optimiser state, and a cache that changes under a running job is reloaded.
+restarted site continues where it stopped, and a cache that changes under a running job is reloaded.
+
+Each round's local training starts Adam afresh from the received global model, at ``--lr-scale`` times the
+profile's learning rate (the job sets 2); ``--keep-optimizer-state`` carries the moments over rounds instead.
+Both were chosen with ``benchmarks/fedavg_replica.py`` and confirmed by ``dose3d bench`` (README, Performance).
 """
 
 from __future__ import annotations
@@ -86,7 +90,7 @@ class SiteRunner:
         lr = trainer.set_progress(progress)
         if not self.keep_optimizer_state:
             # Adam's moments from this site's last round point from its own model, not the global one: kept,
-            # they pulled every round towards the site's data (benchmark: union Dice 0.91 -> 0.94).
+            # they pulled every round towards the site's data (fedavg_replica: union Dice 0.908 -> 0.939).
             trainer.reset_optimizer()
         stats = trainer.train_epochs(self.local_epochs, regularizer=fedprox_term(incoming, trainer.model))
         self.state.save(trainer, incoming.current_round or 0)
