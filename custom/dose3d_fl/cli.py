@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from dose3d_fl import __version__
-from dose3d_fl.fl import DEFAULT_LOCAL_EPOCHS, DEFAULT_ROUNDS
+from dose3d_fl.fl import DEFAULT_LOCAL_EPOCHS, DEFAULT_ROUNDS, LOCAL_LR_SCALE
 
 
 def _patients(text: str) -> list[int]:
@@ -142,6 +142,8 @@ def _cmd_fl_simulate(args: argparse.Namespace) -> int:
         fedprox_mu=args.fedprox_mu,
         transfer=args.transfer,
         quantization=args.quantization,
+        local_lr_scale=args.local_lr_scale,
+        keep_optimizer_state=args.keep_optimizer_state,
     )
     dp = None
     if args.dp_noise is not None:
@@ -647,6 +649,17 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("", "float16"),
         default="",
         help="models travel as float16 (default float32)",
+    )
+    variants.add_argument(
+        "--local-lr-scale",
+        type=float,
+        default=LOCAL_LR_SCALE,
+        help=f"factor on the profile's learning rate at the sites (default {LOCAL_LR_SCALE:g})",
+    )
+    variants.add_argument(
+        "--keep-optimizer-state",
+        action="store_true",
+        help="sites carry their Adam moments over rounds (default: afresh every round)",
     )
     dp = simulate.add_argument_group(
         "differential privacy at every simulated site (fl/dp.py; a real site sets it in local/privacy.json)"

@@ -24,7 +24,7 @@ from nvflare.client.config import TransferType
 from nvflare.recipe import Run, add_cross_site_evaluation, add_experiment_tracking
 from nvflare.recipe.spec import ExecEnv
 
-from dose3d_fl.fl import DEFAULT_LOCAL_EPOCHS, DEFAULT_ROUNDS
+from dose3d_fl.fl import DEFAULT_LOCAL_EPOCHS, DEFAULT_ROUNDS, LOCAL_LR_SCALE
 from dose3d_fl.fl.aggregators import RobustAggregator
 from dose3d_fl.fl.client_polling import RESULT_POLL_INTERVAL
 from dose3d_fl.fl.controller import SegFedAvg
@@ -42,8 +42,6 @@ TRANSFERS = ("full", "diff")
 # tasks (NVFlare: 0.5); see add_task_polling and SegFedAvgRecipe.
 TASK_REQUEST_INTERVAL = 0.5
 TASK_CHECK_PERIOD = 0.1
-# The sites' learning rate over the profile's (``SegJobConfig.local_lr_scale``), from the benchmark.
-LOCAL_LR_SCALE = 2.0
 
 
 @dataclass(frozen=True)
