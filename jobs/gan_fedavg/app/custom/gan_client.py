@@ -14,6 +14,7 @@ import logging
 import nvflare.client as flare
 from nvflare.client.tracking import SummaryWriter
 
+from dose3d_fl.fl.client_polling import shorten_client_polls
 from dose3d_fl.fl.site_trainer import build_site_gan_trainer
 from dose3d_fl.gan.network import DISCRIMINATOR_PREFIX
 
@@ -33,7 +34,7 @@ def main() -> None:
     args = parser.parse_args()
     generator_only = args.aggregation == "generator-only"
 
-    flare.init()
+    shorten_client_polls(flare.init().api)
     site = flare.get_site_name()
     trainer = build_site_gan_trainer(site, args.profile)
     writer = SummaryWriter()
