@@ -19,7 +19,6 @@ RUNS = (
     "fedavg",
     "fedprox",
     "fedavg-fp16",
-    "fedavg-diff",
 )
 
 
@@ -40,7 +39,7 @@ def test_every_run_is_scored_on_every_site_and_the_union(results) -> None:
     assert {"fedavg_over_central_dice", "overhead_ratio", "union_val_dice"} <= set(data)
 
 
-def test_float16_halves_the_bytes_and_diff_sends_as_many_as_full(results) -> None:
+def test_float16_halves_the_bytes(results) -> None:
     runs = results[0]["runs"]
 
     def sent(run: str) -> float:
@@ -52,7 +51,6 @@ def test_float16_halves_the_bytes_and_diff_sends_as_many_as_full(results) -> Non
         and "float32" not in runs["fedavg-fp16"]["wire_dtypes"]
     )
     assert sent("fedavg-fp16") < 0.6 * sent("fedavg")
-    assert sent("fedavg-diff") == pytest.approx(sent("fedavg"), rel=0.05)
     received = [site["received_per_round"] for site in runs["fedavg-fp16"]["wire_bytes"].values()]
     assert max(received) < 0.6 * max(
         site["received_per_round"] for site in runs["fedavg"]["wire_bytes"].values()

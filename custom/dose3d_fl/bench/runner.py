@@ -106,11 +106,17 @@ class BenchConfig:
         return self.rounds * self.local_epochs
 
 
-# A smoke run of every part: fewer patients, 2 rounds x 1 epoch; its Dice figures mean nothing.
+# A smoke run of every part: fewer patients, 2 rounds x 1 epoch; its Dice figures mean nothing. No DIFF run:
+# it takes the code path of the full-weights run plus NVFlare's DIFF, and costs make test most of a minute.
 QUICK = BenchConfig(
     name="quick",
     rounds=2,
     local_epochs=1,
+    variants=(
+        ("fedavg", {}),
+        ("fedprox", {"fedprox_mu": 0.01}),
+        ("fedavg-fp16", {"quantization": "float16"}),
+    ),
     overhead_sites=(3,),
     overhead_rounds=2,
     overhead_baseline_polling=False,
