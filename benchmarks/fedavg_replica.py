@@ -21,16 +21,15 @@ writes benchmarks/results/replica/NAME.json
 from __future__ import annotations
 
 import argparse
-import copy
 import json
-import math
 import time
 from pathlib import Path
 
 import torch
-from nvflare.app_opt.pt.fedproxloss import PTFedProxLoss
+from nvflare.app_common.abstract.fl_model import FLModel
 
 from dose3d_fl.bench.evaluate import Evaluator
+from dose3d_fl.fl.seg_client import fedprox_term
 from dose3d_fl.seg.profiles import get_profile
 from dose3d_fl.seg.trainer import SegTrainer
 from dose3d_fl.seg.training_run import load_site_cases, train_on_caches
@@ -38,19 +37,11 @@ from dose3d_fl.seg.training_run import load_site_cases, train_on_caches
 RESULTS = Path(__file__).parent / "results" / "replica"
 
 
-def union_dice(evaluator: Evaluator, weights: dict[str, torch.Tensor]) -> float:
-    """Mean Dice over every site's validation cases."""
-    values = []
-    for trainer in evaluator.trainers.values():
-        trainer.set_weights(weights)
-        values += [d for d in trainer.validate()["case_dice"].values() if not math.isnan(d)]
-    return sum(values) / len(values)
-
-
 def federated(args: argparse.Namespace) -> list[dict[str, float]]:
     profile = get_profile(args.profile).replace(seed=args.seed)
+    local = profile.replace(lr=profile.lr * args.lr_scale)
     sites = load_site_cases(args.caches, seed=profile.seed)
-    trainers = [SegTrainer(s.train, s.val, profile, num_threads=1, show_progress=False) for s in sites]
+    trainers = [SegTrainer(s.train, s.val, local, num_threads=1, show_progress=False) for s in sites]
     evaluator = Evaluator(sites, profile, num_threads=1)
     global_weights = trainers[0].get_weights()
     history, start = [], time.time()
@@ -60,13 +51,11 @@ def federated(args: argparse.Namespace) -> list[dict[str, float]]:
             trainer.set_weights(global_weights)
             if not args.keep_optimizer_state:
                 trainer.reset_optimizer()
-            trainer.profile = trainer.profile.replace(lr=profile.lr * args.lr_scale)
             trainer.set_progress(current_round / args.rounds)
-            regularizer = None
-            if args.fedprox_mu:
-                reference = copy.deepcopy(trainer.model).requires_grad_(False)
-                proximal = PTFedProxLoss(mu=args.fedprox_mu)
-                regularizer = lambda model, ref=reference, term=proximal: term(model, ref)  # noqa: E731
+            # The client script's proximal term, as the server's FedAvg asks for it (no term without mu).
+            regularizer = fedprox_term(
+                FLModel(params={}, meta={"fedprox_mu": args.fedprox_mu}), trainer.model
+            )
             stats = trainer.train_epochs(args.local_epochs, regularizer=regularizer)
             results.append((trainer.get_weights(), stats["steps"]))
         total = sum(steps for _, steps in results)
@@ -78,7 +67,7 @@ def federated(args: argparse.Namespace) -> list[dict[str, float]]:
         if (current_round + 1) % max(args.rounds // 5, 1) == 0 or current_round == args.rounds - 1:
             entry = {
                 "round": current_round + 1,
-                "union_val_dice": round(union_dice(evaluator, global_weights), 4),
+                "union_val_dice": round(evaluator.evaluate_weights(global_weights)["union_val_dice"], 4),
                 "seconds": round(time.time() - start, 1),
             }
             history.append(entry)

@@ -6,6 +6,8 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+
 from dose3d_fl.clinical.model_file import load_segmentation_model
 from dose3d_fl.seg.profiles import SegProfile
 from dose3d_fl.seg.trainer import SegTrainer
@@ -44,9 +46,13 @@ class Evaluator:
             raise ValueError(
                 f"{model_file}: profile differs from the benchmark's in {', '.join(differences)}"
             )
+        return self.evaluate_weights(model.weights)
+
+    def evaluate_weights(self, weights: dict[str, torch.Tensor]) -> dict:
+        """``evaluate`` for a state dict of the benchmark profile's network (no file, no profile check)."""
         site_dice, case_dice = {}, {}
         for name, trainer in self.trainers.items():
-            trainer.set_weights(model.weights)
+            trainer.set_weights(weights)
             result = trainer.validate()
             site_dice[name] = result["val_dice"]
             case_dice |= {f"{name}/{case}": dice for case, dice in result["case_dice"].items()}

@@ -28,7 +28,6 @@ def format_report(results: dict[str, Any]) -> str:
     """Dice per model and site, time, bytes, memory, overhead and targets."""
     config = results["config"]
     sites = sorted({site for per_site in results["site_val_dice"].values() for site in per_site})
-    central = results["union_val_dice"].get("central")
     lines = [
         f"# Benchmark `{results['name']}`",
         "",
@@ -46,7 +45,7 @@ def format_report(results: dict[str, Any]) -> str:
     for name, run in results["runs"].items():
         per_site = results["site_val_dice"][name]
         union = results["union_val_dice"][name]
-        ratio = union / central if central and union is not None else None  # central Dice 0: no ratio
+        ratio = results["union_over_central"].get(name)
         lines.append(
             f"| {name} | "
             + " | ".join(_num(per_site.get(site)) for site in sites)

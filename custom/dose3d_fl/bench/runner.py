@@ -330,6 +330,7 @@ def summarise(
         },
         "seconds": round(seconds, 1),
         "union_val_dice": union,
+        "union_over_central": {name: _ratio(dice, central) for name, dice in union.items()},
         "site_val_dice": {name: run.evaluation["site_val_dice"] for name, run in runs.items()},
         "fedavg_over_central_dice": _ratio(union.get("fedavg"), central),
         "best_fl_variant": best_fl,
