@@ -3,7 +3,7 @@
 One POC serves every scenario, in order:
 
 1. an uninterrupted 3-round job (the reference);
-2. a 3-round job in which hospital-b's data vanish before round 2 (it reports an error, the round goes on
+2. a 3-round job in which hospital-b's data vanish during round 1 (round 2 reports an error and goes on
    with hospital-a), then hospital-b is killed (SIGKILL, its job process included) and restarted: the job
    finishes with hospital-a and lists the rounds hospital-b missed;
 3. the same job as 1, whose server is killed (SIGKILL, its job process included) after round 1 and
@@ -105,16 +105,19 @@ class Poc:
         """The server's log of a running job (NVFlare removes the folder when the job ends; see ``finish``)."""
         return self.kits.server / job_id / "log.txt"
 
-    def wait_for_line(self, job_id: str, pattern: str, timeout: float = 180) -> str:
+    def wait_for_line(
+        self, job_id: str, pattern: str, timeout: float = 180, site: str | None = None, poll: float = 0.5
+    ) -> str:
+        """Wait for a line of the server's job log, or of ``site``'s, that matches ``pattern``."""
+        path = self.job_log(job_id) if site is None else self.kits.clients[site] / job_id / "log.txt"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            path = self.job_log(job_id)
             if path.is_file():
                 match = re.search(pattern, path.read_text())
                 if match:
                     return match.group(0)
-            time.sleep(0.5)
-        raise TimeoutError(f"job {job_id}: no line matching {pattern!r} within {timeout:.0f} s")
+            time.sleep(poll)
+        raise TimeoutError(f"job {job_id}: no line matching {pattern!r} in {path} within {timeout:.0f} s")
 
     def wait_for_checkpoint(self, job_id: str, next_round: int, timeout: float = 60) -> None:
         """Wait until the server's resume checkpoint is ``job_id``'s, to resume at ``next_round`` (0-based)."""
@@ -200,8 +203,11 @@ def test_site_data_lost_then_site_killed_job_finishes_with_the_others(poc: Poc, 
     cache = poc.config.cache_dir("hospital-b")
     moved = cache.with_name("hospital-b.moved")
     job_id = poc.submit(poc.site_killed_job)
-    poc.wait_for_line(job_id, rf"round 1/{ROUNDS}: 2 site\(s\)")
-    shutil.move(cache / "images", moved)  # the site's data vanish under the running job
+    # The site's data vanish under the running job, while hospital-b trains round 1 from its in-memory cache
+    # (its first epoch is done): round 1 completes, round 2 finds the files gone. Waiting for the server's
+    # round-1 line instead raced the next round, which starts within a second of it.
+    poc.wait_for_line(job_id, r"trainer - INFO - epoch 1:", site="hospital-b", poll=0.05)
+    shutil.move(cache / "images", moved)
     try:
         poc.wait_for_line(job_id, rf"round 2/{ROUNDS}: hospital-b reported an error")
         poc.crash("hospital-b")  # then the site itself goes down, between rounds 2 and 3
