@@ -188,6 +188,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     config = QUICK if args.quick else BenchConfig()
     if args.name:
         config = dataclasses.replace(config, name=args.name)
+    if args.nvflare_polling:
+        config = dataclasses.replace(config, overhead_baseline_polling=True)
     work = args.work or Path("runs") / f"bench-{config.name}"
     results = run_benchmark(config, args.out, work)
     print((args.out / f"{config.name}.md").read_text())
@@ -698,6 +700,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--quick", action="store_true", help="2 rounds x 1 epoch, 3-site overhead only (a few minutes)"
     )
     bench.add_argument("--name", default=None, help="results name (default: default, or quick)")
+    bench.add_argument(
+        "--nvflare-polling",
+        action="store_true",
+        help="also run the first overhead setting with NVFlare's default polling intervals (about 80 s)",
+    )
     bench.add_argument(
         "--out",
         type=Path,

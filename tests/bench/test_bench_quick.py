@@ -17,7 +17,6 @@ RUNS = (
     "local-site-2",
     "local-site-3",
     "fedavg",
-    "fedprox",
     "fedavg-fp16",
 )
 

@@ -52,7 +52,6 @@ class TrainedSite:
 
 def build_trained_site(root: Path) -> TrainedSite:
     """Synthesise, ingest and train under ``root``."""
-    torch.set_num_threads(1)
     (site,) = synthesize_federation(root / "dicom", [TRAIN_PATIENTS], seed=0, workers=2)
     (held_out,) = synthesize_federation(root / "held_out", [1], seed=HELD_OUT_SEED, workers=1)
     cache = root / "cache" / site.name
@@ -61,7 +60,14 @@ def build_trained_site(root: Path) -> TrainedSite:
     held_out_cache = root / "held_out_cache"
     (case,) = ingest_site(held_out, held_out_cache).manifest.cases
     train_dir = root / "central"
-    train_on_caches([cache], train_dir, get_profile("cpu-small"), EPOCHS, num_threads=1, show_progress=False)
+    # Both cores for the training (about 60 s of the fixture), then the session's torch threads as they were.
+    threads = torch.get_num_threads()
+    try:
+        train_on_caches(
+            [cache], train_dir, get_profile("cpu-small"), EPOCHS, num_threads=2, show_progress=False
+        )
+    finally:
+        torch.set_num_threads(threads)
     return TrainedSite(
         cache=cache,
         train_dir=train_dir,

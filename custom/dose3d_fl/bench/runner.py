@@ -67,9 +67,12 @@ class BenchConfig:
         overhead_local_epochs: local epochs per round of each overhead run.
         target_dice: union Dice for the time-to-Dice comparison.
         overhead_baseline_polling: also run the first overhead setting with NVFlare's default polling
-            intervals (2 s task requests, 0.5 s task checks, 0.5 s Client API result checks), for comparison.
+            intervals (2 s task requests, 0.5 s task checks, 0.5 s Client API result checks), for comparison
+            (``dose3d bench --nvflare-polling``; about 80 s more).
         patients: synthetic patients per site (one count for all sites, or one per site of the main
             comparison); ``None``: the ``make demo`` data (12 / 8 / 5, cycled).
+        overhead_patients: synthetic patients per site of the overhead runs whose site count differs from
+            the main comparison's (``None``: as ``patients``). Four keep the 8-site data and run short.
     """
 
     name: str = "default"
@@ -84,8 +87,9 @@ class BenchConfig:
     overhead_rounds: int = 6
     overhead_local_epochs: int = 1
     target_dice: float = 0.90
-    overhead_baseline_polling: bool = True
+    overhead_baseline_polling: bool = False
     patients: tuple[int, ...] | None = None
+    overhead_patients: tuple[int, ...] | None = (4,)
 
     def __post_init__(self) -> None:
         if not self.variants:
@@ -106,20 +110,20 @@ class BenchConfig:
         return self.rounds * self.local_epochs
 
 
-# A smoke run of every part: fewer patients, 2 rounds x 1 epoch; its Dice figures mean nothing. No DIFF run:
-# it takes the code path of the full-weights run plus NVFlare's DIFF, and costs make test most of a minute.
+# A smoke run of every part: fewer patients, 2 rounds x 1 epoch; its Dice figures mean nothing. Each
+# simulator run costs make test about 45 s (most of it start-up and shutdown), so the quick mode keeps the two
+# that differ on the wire: full weights and float16. DIFF adds NVFlare's DIFF to the full-weights path;
+# FedProx adds the proximal term, whose pieces tests/fl (test_seg_client, test_seg_job) check.
 QUICK = BenchConfig(
     name="quick",
     rounds=2,
     local_epochs=1,
     variants=(
         ("fedavg", {}),
-        ("fedprox", {"fedprox_mu": 0.01}),
         ("fedavg-fp16", {"quantization": "float16"}),
     ),
     overhead_sites=(3,),
     overhead_rounds=2,
-    overhead_baseline_polling=False,
     patients=(4, 3, 3),
 )
 
@@ -262,7 +266,8 @@ def run_benchmark(config: BenchConfig, out_dir: Path, work_dir: Path) -> dict[st
         if count == config.sites and plan == fl_job and "fedavg" in runs:
             overhead_runs[label] = {"run": "fedavg", "sites": count, **runs["fedavg"].figures["overhead"]}
             continue
-        count_data, _ = _site_data(work_dir, count, config.seed, config.patients)
+        patients = config.patients if count == config.sites else config.overhead_patients or config.patients
+        count_data, _ = _site_data(work_dir, count, config.seed, patients)
         name = f"overhead-{count}-sites" + ("-nvflare-polling" if plan is not job else "")
         measured, sim_root = run_federated(name, count_data, work_dir, count, config, plan)
         overhead_runs[label] = {
