@@ -7,9 +7,14 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dose3d_fl import __version__
 from dose3d_fl.fl import DEFAULT_LOCAL_EPOCHS, DEFAULT_ROUNDS, LOCAL_LR_SCALE
+
+if TYPE_CHECKING:
+    from dose3d_fl.bench.runner import BenchConfig
+    from dose3d_fl.fl.seg_job import SegJobConfig
 
 
 def _patients(text: str) -> list[int]:
@@ -124,20 +129,14 @@ def _cmd_fl_simulate_gan(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_fl_simulate(args: argparse.Namespace) -> int:
-    if args.job == "gan":
-        return _cmd_fl_simulate_gan(args)
-    from dose3d_fl.fl.privacy_policy import DPConfig
+def seg_job_config(args: argparse.Namespace) -> SegJobConfig:
+    """The segmentation job of ``dose3d fl simulate``'s options (the job defaults where one is not given)."""
     from dose3d_fl.fl.seg_job import SegJobConfig
-    from dose3d_fl.fl.simulate import SimulationConfig, format_simulation_summary, simulate_seg
 
-    args.rounds = args.rounds or DEFAULT_ROUNDS
-    args.local_epochs = args.local_epochs or DEFAULT_LOCAL_EPOCHS
-    args.profile = args.profile or "cpu-small"
-    job = SegJobConfig(
-        num_rounds=args.rounds,
-        local_epochs=args.local_epochs,
-        profile=args.profile,
+    return SegJobConfig(
+        num_rounds=args.rounds or DEFAULT_ROUNDS,
+        local_epochs=args.local_epochs or DEFAULT_LOCAL_EPOCHS,
+        profile=args.profile or "cpu-small",
         resume=args.resume,
         fedprox_mu=args.fedprox_mu,
         transfer=args.transfer,
@@ -145,6 +144,18 @@ def _cmd_fl_simulate(args: argparse.Namespace) -> int:
         local_lr_scale=args.local_lr_scale,
         keep_optimizer_state=args.keep_optimizer_state,
     )
+
+
+def _cmd_fl_simulate(args: argparse.Namespace) -> int:
+    if args.job == "gan":
+        return _cmd_fl_simulate_gan(args)
+    from dose3d_fl.fl.privacy_policy import DPConfig
+    from dose3d_fl.fl.simulate import SimulationConfig, format_simulation_summary, simulate_seg
+
+    try:
+        job = seg_job_config(args)
+    except ValueError as err:
+        return _fail(str(err))
     dp = None
     if args.dp_noise is not None:
         dp = DPConfig(
@@ -159,7 +170,7 @@ def _cmd_fl_simulate(args: argparse.Namespace) -> int:
     )
     print(format_simulation_summary(summary))
     print(
-        f"{args.sites} sites x {args.rounds} rounds x {args.local_epochs} local epochs in "
+        f"{args.sites} sites x {job.num_rounds} rounds x {job.local_epochs} local epochs in "
         f"{time.perf_counter() - start:.0f} s wall (simulator start and cross-site evaluation included)"
     )
     print(f"summary: {Path(args.workspace) / 'summary.json'}")
@@ -180,16 +191,24 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
     return 1
 
 
-def _cmd_bench(args: argparse.Namespace) -> int:
+def bench_config(args: argparse.Namespace) -> BenchConfig:
+    """What ``dose3d bench`` runs: the default benchmark or ``--quick``, with the options applied."""
     import dataclasses
 
-    from dose3d_fl.bench.runner import QUICK, BenchConfig, run_benchmark
+    from dose3d_fl.bench.runner import QUICK, BenchConfig
 
     config = QUICK if args.quick else BenchConfig()
     if args.name:
         config = dataclasses.replace(config, name=args.name)
     if args.nvflare_polling:
         config = dataclasses.replace(config, overhead_baseline_polling=True)
+    return config
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from dose3d_fl.bench.runner import run_benchmark
+
+    config = bench_config(args)
     work = args.work or Path("runs") / f"bench-{config.name}"
     results = run_benchmark(config, args.out, work)
     print((args.out / f"{config.name}.md").read_text())

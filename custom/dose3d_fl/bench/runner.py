@@ -71,8 +71,6 @@ class BenchConfig:
             (``dose3d bench --nvflare-polling``; about 80 s more).
         patients: synthetic patients per site (one count for all sites, or one per site of the main
             comparison); ``None``: the ``make demo`` data (12 / 8 / 5, cycled).
-        overhead_patients: synthetic patients per site of the overhead runs whose site count differs from
-            the main comparison's (``None``: as ``patients``). Four keep the 8-site data and run short.
     """
 
     name: str = "default"
@@ -89,7 +87,6 @@ class BenchConfig:
     target_dice: float = 0.90
     overhead_baseline_polling: bool = False
     patients: tuple[int, ...] | None = None
-    overhead_patients: tuple[int, ...] | None = (4,)
 
     def __post_init__(self) -> None:
         if not self.variants:
@@ -266,8 +263,7 @@ def run_benchmark(config: BenchConfig, out_dir: Path, work_dir: Path) -> dict[st
         if count == config.sites and plan == fl_job and "fedavg" in runs:
             overhead_runs[label] = {"run": "fedavg", "sites": count, **runs["fedavg"].figures["overhead"]}
             continue
-        patients = config.patients if count == config.sites else config.overhead_patients or config.patients
-        count_data, _ = _site_data(work_dir, count, config.seed, patients)
+        count_data, _ = _site_data(work_dir, count, config.seed, config.patients)
         name = f"overhead-{count}-sites" + ("-nvflare-polling" if plan is not job else "")
         measured, sim_root = run_federated(name, count_data, work_dir, count, config, plan)
         overhead_runs[label] = {
