@@ -92,11 +92,14 @@ def run_measured(
                     rss = process.memory_info().rss / MIB
                 except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                     continue
-                if process.pid not in roles:
-                    role = process_role(process, child.pid)
-                    if role is None:
-                        continue
+                role = process_role(process, child.pid)
+                if role is None:
+                    continue
+                if roles.get(process.pid) != role:
+                    # New, or exec'd since the last sample: seen between fork and exec, a process still shows
+                    # its parent's command line and memory, so its figures start again under its own role.
                     roles[process.pid] = role
+                    peaks.pop(process.pid, None)
                 peaks[process.pid] = max(peaks.get(process.pid, 0.0), rss)
                 total += rss
             total_peak = max(total_peak, total)
