@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 from nvflare.app_common.abstract.fl_model import FLModel
+from nvflare.app_common.app_constant import AlgorithmConstants
 
 from dose3d_fl.bench.evaluate import Evaluator
 from dose3d_fl.fl.seg_client import fedprox_term
@@ -54,7 +55,7 @@ def federated(args: argparse.Namespace) -> list[dict[str, float]]:
             trainer.set_progress(current_round / args.rounds)
             # The client script's proximal term, as the server's FedAvg asks for it (no term without mu).
             regularizer = fedprox_term(
-                FLModel(params={}, meta={"fedprox_mu": args.fedprox_mu}), trainer.model
+                FLModel(params={}, meta={AlgorithmConstants.FEDPROX_MU: args.fedprox_mu}), trainer.model
             )
             stats = trainer.train_epochs(args.local_epochs, regularizer=regularizer)
             results.append((trainer.get_weights(), stats["steps"]))
