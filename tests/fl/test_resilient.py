@@ -14,9 +14,16 @@ import re
 from pathlib import Path
 
 import pytest
+from nvflare.apis.impl.wf_comm_server import WFCommServer
+from nvflare.app_common.workflows.fedavg import FedAvg
 from nvflare.recipe import SimEnv
 
-from dose3d_fl.fl.resilient import CHECKPOINT_DIR_ENV, load_resume_checkpoint, participation_summary
+from dose3d_fl.fl.resilient import (
+    CHECKPOINT_DIR_ENV,
+    ResilientFedAvg,
+    load_resume_checkpoint,
+    participation_summary,
+)
 from dose3d_fl.fl.seg_job import SegFedAvgRecipe, _inside
 
 PROBE_DIR = Path(__file__).with_name("resilient_job")
@@ -105,3 +112,17 @@ def test_participation_summary_lists_missed_rounds_per_site() -> None:
 def test_resume_without_a_checkpoint_says_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="submit the job without resume"):
         load_resume_checkpoint(tmp_path / "none.pt")
+
+
+def test_the_server_task_monitor_checks_at_the_workflow_period() -> None:
+    """NVFlare 2.9's own FedAvg leaves WFCommServer's monitor at 0.2 s; ResilientFedAvg hands it its period.
+
+    The first assertion fails once NVFlare passes the period on itself: the override can go then.
+    """
+    stock = FedAvg(num_clients=2, num_rounds=1, task_check_period=0.05)
+    stock.set_communicator(WFCommServer())
+    assert stock.communicator._task_check_period == 0.2
+
+    workflow = ResilientFedAvg(num_clients=2, num_rounds=1, task_check_period=0.05)
+    workflow.set_communicator(WFCommServer())
+    assert workflow.communicator._task_check_period == 0.05

@@ -31,6 +31,7 @@ from nvflare.apis.client import Client
 from nvflare.apis.event_type import EventType
 from nvflare.apis.fl_context import FLContext
 from nvflare.apis.shareable import Shareable
+from nvflare.apis.wf_comm_spec import WFCommSpec
 from nvflare.app_common.abstract.fl_model import FLModel
 from nvflare.app_common.aggregators.weighted_aggregation_helper import WeightedAggregationHelper
 from nvflare.app_common.app_constant import AppConstants
@@ -123,6 +124,16 @@ class ResilientFedAvg(FedAvg):
         self._answered: list[str] = []
         self._failed: list[str] = []  # sites whose result came but was not aggregated (an error, no weights)
         self._missing: dict[str, tuple[int, float]] = {}  # site -> (1-based round it missed, when it closed)
+
+    def set_communicator(self, communicator: WFCommSpec) -> None:
+        super().set_communicator(communicator)
+        # NVFlare 2.9's Controller hands its period to the communicator as ``task_check_period``, but the
+        # server's WFCommServer closes finished tasks in a loop that sleeps ``_task_check_period`` (0.2 s from
+        # its own constructor) and never reads the other name. So a round's last result waited up to 0.2 s
+        # before its task closed and the round could be aggregated. Give that loop the workflow's period
+        # (tests/fl/test_resilient.py fails if a later NVFlare renames it).
+        if hasattr(communicator, "_task_check_period"):
+            communicator._task_check_period = self._task_check_period
 
     # -- the workflow ---------------------------------------------------------------------------------------
 
