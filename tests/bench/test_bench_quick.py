@@ -7,7 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import monai
 import pytest
+import torch
 
 pytestmark = pytest.mark.slow
 
@@ -36,6 +38,13 @@ def test_every_run_is_scored_on_every_site_and_the_union(results) -> None:
         assert set(data["site_val_dice"][run]) == {"site-1", "site-2", "site-3"}
         assert 0.0 <= data["union_val_dice"][run] <= 1.0
     assert {"fedavg_over_central_dice", "overhead_ratio", "union_val_dice"} <= set(data)
+
+
+def test_the_results_name_the_cpu_and_the_numerical_packages(results) -> None:
+    machine = results[0]["machine"]
+    assert machine["cpu"]
+    assert machine["packages"]["torch"].startswith(torch.__version__.split("+")[0])
+    assert machine["packages"]["monai"] == monai.__version__
 
 
 def test_float16_halves_the_bytes(results) -> None:

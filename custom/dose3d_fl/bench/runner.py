@@ -13,6 +13,7 @@ details) and ``OUT/<name>.md`` (the tables); the runs' workspaces and logs stay 
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import json
 import logging
 import math
@@ -46,6 +47,7 @@ from dose3d_fl.seg.training_run import METRICS_NAME, MODEL_NAME, json_safe, load
 logger = logging.getLogger(__name__)
 
 GLOBAL_MODEL = "FL_global_model.pt"
+NUMERIC_PACKAGES = ("torch", "monai", "numpy", "scipy", "nvflare")
 NVFLARE_POLLING = {"task_request_interval": 2.0, "task_check_period": 0.5, "result_poll_interval": 0.5}
 
 
@@ -189,24 +191,30 @@ def run_federated(
 ) -> tuple[Measured, Path]:
     """One simulator run (``bench.fl_run``) in its own workspace sharing the ingested data."""
     workspace = work / name
+    job = {"profile": config.profile, "cross_site_evaluation": False, **job}
+    logger.info("bench: %s (%d sites, %s)", name, sites, job)
+    measured = run_measured(
+        federated_command(workspace, data, sites, config.seed, job), work / f"{name}.log", env=_child_env()
+    )
+    return measured, workspace / "sim" / JOB_NAME
+
+
+def federated_command(workspace: Path, data: Path, sites: int, seed: int, job: dict[str, Any]) -> list[str]:
+    """The command of one simulator run (``bench.fl_run``) in ``workspace``, which gets a link to ``data``.
+
+    Args:
+        workspace: the run's workspace (created); the simulator writes to ``workspace/sim``.
+        data: the ingested site data (``prepare_site_data``'s ``data`` folder).
+        sites: simulated sites.
+        seed: data and training seed.
+        job: ``SegJobConfig`` fields.
+    """
     workspace.mkdir(parents=True, exist_ok=True)
     link = workspace / "data"
     if not link.exists():
         link.symlink_to(data.resolve(), target_is_directory=True)
-    job = {"profile": config.profile, "cross_site_evaluation": False, **job}
-    logger.info("bench: %s (%d sites, %s)", name, sites, job)
-    measured = run_measured(
-        [
-            _python(),
-            "-m",
-            "dose3d_fl.bench.fl_run",
-            str(workspace),
-            json.dumps({"sites": sites, "seed": config.seed, "job": job}),
-        ],
-        work / f"{name}.log",
-        env=_child_env(),
-    )
-    return measured, workspace / "sim" / JOB_NAME
+    config = json.dumps({"sites": sites, "seed": seed, "job": job})
+    return [_python(), "-m", "dose3d_fl.bench.fl_run", str(workspace), config]
 
 
 def _site_data(
@@ -323,12 +331,7 @@ def summarise(
     return {
         "name": config.name,
         "config": dataclasses.asdict(config),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "dose3d_fl": __version__,
-        },
+        "machine": machine(),
         "seconds": round(seconds, 1),
         "union_val_dice": union,
         "union_over_central": {name: _ratio(dice, central) for name, dice in union.items()},
@@ -361,6 +364,44 @@ def summarise(
             for name, run in runs.items()
         },
     }
+
+
+def machine() -> dict[str, Any]:
+    """The machine and the numerical packages a run's figures depend on.
+
+    Two hosts of the same kind can give different floating-point results (the CPU picks the kernels), so a
+    benchmark that moved is first checked against these.
+    """
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in _read_text(Path("/proc/cpuinfo")).splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return {
+        "cpus": os.cpu_count(),
+        "cpu": cpu,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "dose3d_fl": __version__,
+        "packages": {name: _version(name) for name in NUMERIC_PACKAGES},
+    }
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def _ratio(value: float | None, reference: float | None) -> float | None:
