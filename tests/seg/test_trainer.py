@@ -22,14 +22,17 @@ def test_trainer_learns_the_organ(cases):
     train, val = cases
     trainer = SegTrainer(train, val, TINY_PROFILE, num_threads=1)
     untrained = trainer.validate()
-    stats = trainer.train_epochs(8)
+    # 16 epochs: at lr 1e-2 the Dice still swings from epoch to epoch early on, and where a swing falls depends
+    # on the host's floating-point kernels (after 8 epochs: above 0.7 on one host, 0.689 on another; after 16:
+    # 0.948 on the latter, 1.5 s).
+    stats = trainer.train_epochs(16)
     trained = trainer.validate()
 
-    assert stats["steps"] == 8 * 3  # 6 cases, 2 per step
-    assert stats["epochs"] == stats["total_epochs"] == 8
+    assert stats["steps"] == 16 * 3  # 6 cases, 2 per step
+    assert stats["epochs"] == stats["total_epochs"] == 16
     assert isinstance(trained["val_dice"], float)
     assert set(trained["case_dice"]) == {"val-0", "val-1"}
-    # An untrained network finds nothing useful; after 24 steps the organ is found.
+    # An untrained network finds nothing useful; after 48 steps the organ is found.
     assert untrained["val_dice"] < 0.5
     assert trained["val_dice"] > 0.7
     assert trained["val_dice"] > untrained["val_dice"] + 0.3
