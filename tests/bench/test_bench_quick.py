@@ -13,6 +13,8 @@ import torch
 
 pytestmark = pytest.mark.slow
 
+HELDOUT = Path(__file__).parents[2] / "benchmarks" / "heldout.py"
+
 RUNS = (
     "central",
     "local-site-1",
@@ -87,3 +89,44 @@ def test_the_markdown_report_has_every_table(results) -> None:
     ):
         assert heading in report
     assert all(f"| {run} |" in report for run in RUNS)
+
+
+def test_heldout_scores_every_final_model_on_new_patients(results) -> None:
+    """benchmarks/heldout.py on the quick bench's models: one new patient per scanner, paired to central."""
+    _, root = results
+    out = root / "heldout.json"
+    command = [
+        sys.executable,
+        str(HELDOUT),
+        "--work",
+        str(root / "work"),
+        "--results",
+        str(root / "results" / "quick.json"),
+    ]
+    subprocess.run(
+        [*command, "--patients", "1", "--out", str(out)], check=True, capture_output=True, timeout=600
+    )
+    runs = json.loads(out.read_text())["runs"]
+    assert set(runs) == set(RUNS)
+    assert runs["central"]["over_central"] == 1.0
+    assert runs["central"]["difference_from_central"]["mean"] == 0.0
+    for run in runs.values():
+        assert set(run["site_dice"]) == {"site-1", "site-2", "site-3"}
+        difference = run["difference_from_central"]
+        assert difference["ci95_low"] <= difference["mean"] <= difference["ci95_high"]
+
+
+def test_heldout_without_the_bench_models_says_what_to_run(results, tmp_path: Path) -> None:
+    _, root = results
+    command = [
+        sys.executable,
+        str(HELDOUT),
+        "--work",
+        str(tmp_path),
+        "--results",
+        str(root / "results" / "quick.json"),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0
+    assert "run dose3d bench --work" in done.stderr
