@@ -23,13 +23,12 @@ from pathlib import Path
 import numpy as np
 
 from dose3d_fl.bench.evaluate import Evaluator
-from dose3d_fl.bench.runner import GLOBAL_MODEL, machine
+from dose3d_fl.bench.runner import final_model_file, machine
 from dose3d_fl.data.manifest import Manifest
-from dose3d_fl.fl.seg_job import JOB_NAME
 from dose3d_fl.fl.simulate import prepare_site_data
 from dose3d_fl.seg.profiles import get_profile
 from dose3d_fl.seg.split import SiteSplit, split_cases
-from dose3d_fl.seg.training_run import MODEL_NAME, SiteCases
+from dose3d_fl.seg.training_run import SiteCases
 
 RESULTS = Path(__file__).parent / "results" / "heldout.json"
 
@@ -46,15 +45,7 @@ def heldout_sites(caches: list[Path]) -> list[SiteCases]:
 
 def model_files(work: Path, results: dict) -> dict[str, Path]:
     """Each run of the bench's results -> its final model file in the bench work folder."""
-    files = {}
-    for name, run in results["runs"].items():
-        if run["kind"] == "federated":
-            files[name] = (
-                work / name / "sim" / JOB_NAME / "server" / "simulate_job" / "app_server" / GLOBAL_MODEL
-            )
-        else:
-            files[name] = work / name / MODEL_NAME
-    return files
+    return {name: final_model_file(work, name, run["kind"]) for name, run in results["runs"].items()}
 
 
 def paired_difference(

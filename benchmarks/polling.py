@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import shutil
 import statistics
@@ -25,8 +23,8 @@ import time
 from pathlib import Path
 
 from dose3d_fl.bench.fl_figures import overhead, round_figures
-from dose3d_fl.bench.runner import federated_command
-from dose3d_fl.fl.seg_job import JOB_NAME, TASK_CHECK_PERIOD
+from dose3d_fl.bench.runner import federated_command, machine, server_job_dir, sim_root
+from dose3d_fl.fl.seg_job import TASK_CHECK_PERIOD
 from dose3d_fl.fl.simulate import prepare_site_data
 
 RESULTS = Path(__file__).parent / "results" / "polling.json"
@@ -62,7 +60,7 @@ def one_run(work: Path, data: Path, interval: float, rounds: int, seed: int) -> 
     with (work / f"interval-{interval:g}.log").open("w") as log:
         subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT)
     wall, cpu = time.perf_counter() - start, cpu_seconds_of_children() - cpu_before
-    figures = overhead(round_figures(workspace / "sim" / JOB_NAME / "server" / "simulate_job"))
+    figures = overhead(round_figures(server_job_dir(sim_root(workspace))))
     return {"wall_seconds": round(wall, 1), "cpu_seconds": round(cpu, 1), **{k: figures[k] for k in FIGURES}}
 
 
@@ -93,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     results = {
         "command": " ".join(["python benchmarks/polling.py", *(argv if argv is not None else sys.argv[1:])]),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "machine": machine(),
         "setting": f"3 sites (make demo data), {args.rounds} rounds x 4 local epochs, task check period "
         f"{TASK_CHECK_PERIOD:g} s",
         "median": {

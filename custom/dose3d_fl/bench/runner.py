@@ -196,7 +196,7 @@ def run_federated(
     measured = run_measured(
         federated_command(workspace, data, sites, config.seed, job), work / f"{name}.log", env=_child_env()
     )
-    return measured, workspace / "sim" / JOB_NAME
+    return measured, sim_root(workspace)
 
 
 def federated_command(workspace: Path, data: Path, sites: int, seed: int, job: dict[str, Any]) -> list[str]:
@@ -215,6 +215,24 @@ def federated_command(workspace: Path, data: Path, sites: int, seed: int, job: d
         link.symlink_to(data.resolve(), target_is_directory=True)
     config = json.dumps({"sites": sites, "seed": seed, "job": job})
     return [_python(), "-m", "dose3d_fl.bench.fl_run", str(workspace), config]
+
+
+def sim_root(workspace: Path) -> Path:
+    """The simulator's folder of the job in a federated run's ``workspace`` (sites' and server's workspaces)."""
+    return workspace / "sim" / JOB_NAME
+
+
+def server_job_dir(run_root: Path) -> Path:
+    """The server's job folder (round metrics, final model) under a run's ``sim_root``."""
+    return run_root / "server" / "simulate_job"
+
+
+def final_model_file(work: Path, name: str, kind: str) -> Path:
+    """Where the bench run ``name`` left its final model in the work folder (``kind`` as in the results:
+    ``federated`` for a simulator run, anything else for a central or local-only training run)."""
+    if kind == "federated":
+        return server_job_dir(sim_root(work / name)) / "app_server" / GLOBAL_MODEL
+    return work / name / MODEL_NAME
 
 
 def _site_data(
@@ -238,7 +256,7 @@ def run_benchmark(config: BenchConfig, out_dir: Path, work_dir: Path) -> dict[st
 
     for name, measured in run_baselines(caches, work_dir, config).items():
         metrics = json.loads((work_dir / name / METRICS_NAME).read_text())
-        evaluation = evaluator.evaluate(work_dir / name / MODEL_NAME)
+        evaluation = evaluator.evaluate(final_model_file(work_dir, name, "baseline"))
         launched = metrics["started_at"] - measured.started_at
         # Only the central run validates on every site's cases while it trains; a local-only run sees its own.
         history = metrics["history"] if name == "central" else []
@@ -257,8 +275,8 @@ def run_benchmark(config: BenchConfig, out_dir: Path, work_dir: Path) -> dict[st
 
     fl_job = {"num_rounds": config.rounds, "local_epochs": config.local_epochs}
     for name, changes in config.variants:
-        measured, sim_root = run_federated(name, data, work_dir, config.sites, config, {**fl_job, **changes})
-        runs[name] = _federated_run(name, measured, sim_root, evaluator, config)
+        measured, run_root = run_federated(name, data, work_dir, config.sites, config, {**fl_job, **changes})
+        runs[name] = _federated_run(name, measured, run_root, evaluator, config)
 
     overhead_runs: dict[str, dict[str, Any]] = {}
     job = {"num_rounds": config.overhead_rounds, "local_epochs": config.overhead_local_epochs}
@@ -273,11 +291,11 @@ def run_benchmark(config: BenchConfig, out_dir: Path, work_dir: Path) -> dict[st
             continue
         count_data, _ = _site_data(work_dir, count, config.seed, config.patients)
         name = f"overhead-{count}-sites" + ("-nvflare-polling" if plan is not job else "")
-        measured, sim_root = run_federated(name, count_data, work_dir, count, config, plan)
+        measured, run_root = run_federated(name, count_data, work_dir, count, config, plan)
         overhead_runs[label] = {
             "run": name,
             "sites": count,
-            **overhead(round_figures(sim_root / "server" / "simulate_job")),
+            **overhead(round_figures(server_job_dir(run_root))),
             "wall_seconds": measured.wall_seconds,
             "peak_rss_mib": measured.peak_rss_mib,
         }
@@ -291,9 +309,9 @@ def run_benchmark(config: BenchConfig, out_dir: Path, work_dir: Path) -> dict[st
 
 
 def _federated_run(
-    name: str, measured: Measured, sim_root: Path, evaluator: Evaluator, config: BenchConfig
+    name: str, measured: Measured, run_root: Path, evaluator: Evaluator, config: BenchConfig
 ) -> BenchRun:
-    server_job = sim_root / "server" / "simulate_job"
+    server_job = server_job_dir(run_root)
     evaluation = evaluator.evaluate(server_job / "app_server" / GLOBAL_MODEL)
     rounds = round_figures(server_job)
     return BenchRun(
@@ -304,8 +322,8 @@ def _federated_run(
         {
             "overhead": overhead(rounds),
             "data_pipeline": data_pipeline(rounds),
-            "wire_bytes": wire_bytes(sim_root),
-            "wire_dtypes": wire_dtypes(sim_root),
+            "wire_bytes": wire_bytes(run_root),
+            "wire_dtypes": wire_dtypes(run_root),
             "seconds_to_target": time_to_dice(
                 rounds, evaluation["union_val_dice"], measured.started_at, config.target_dice
             ),
