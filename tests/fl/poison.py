@@ -15,11 +15,16 @@ from nvflare.apis.shareable import Shareable
 
 from dose3d_fl.fl.payload import as_array, like
 from dose3d_fl.fl.site_filters import ReceivedModels
+from dose3d_fl.fl.update_checks import is_running_statistic
 
 
 class PoisonUpdate(Filter):
     """At ``site``, in the given 0-based ``rounds`` of the train task: ``nan`` fills one tensor with NaN,
-    ``scale`` multiplies the update (sent minus received) by ``factor``."""
+    ``scale`` multiplies the weights' update (sent minus received) by ``factor``.
+
+    ``scale`` leaves the normalisation layers' running statistics as the site trained them: scaled, a
+    running variance that fell in the round turns negative and is rejected before any norm is compared
+    (``check_update``), and this attack is meant for the norm check."""
 
     def __init__(self, site: str, mode: str, rounds: list[int], factor: float = 100.0) -> None:
         super().__init__()
@@ -38,7 +43,7 @@ class PoisonUpdate(Filter):
         poisoned = {}
         for name, value in dxo.data.items():
             array = as_array(value)
-            if array.dtype.kind != "f":
+            if array.dtype.kind != "f" or (self.mode == "scale" and is_running_statistic(name)):
                 poisoned[name] = value
             elif self.mode == "nan":
                 poisoned[name] = like(value, np.full_like(array, np.nan))

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
 from nvflare.app_common.abstract.fl_model import FLModel
 
 from dose3d_fl.fl.aggregators import RobustAggregator, robust_combine
-from dose3d_fl.fl.update_checks import check_update, norm_outliers, update_norm
+from dose3d_fl.fl.update_checks import check_update, norm_outliers, update_norm, update_outliers
 from tests.fl.site_messages import tiny_model
 
 
@@ -24,6 +26,7 @@ def test_finite_update_of_the_global_model_passes() -> None:
         (lambda p: p["model.0.conv.unit0.conv.weight"].fill_(float("inf")), "NaN or Inf"),
         (lambda p: p.__setitem__("extra", torch.zeros(3)), "not in the global model"),
         (lambda p: p.__setitem__("model.0.conv.unit0.conv.bias", torch.zeros(9)), "has shape"),
+        (lambda p: p["model.0.conv.unit0.adn.N.running_var"].fill_(-1.0), "running variance with negative"),
     ],
 )
 def test_broken_updates_are_rejected_with_a_reason(change, reason: str) -> None:
@@ -85,3 +88,45 @@ def test_a_difference_update_is_measured_by_its_own_norm() -> None:
     diff = {"w": np.full((2, 2), 0.5, dtype=np.float32), "steps": np.array(3)}
     assert update_norm(diff, None) == pytest.approx(1.0)
     assert update_norm(diff, {"w": np.full((2, 2), 0.5, dtype=np.float32)}) == 0.0
+
+
+def _moved(model: dict, rng: np.random.Generator, weights: float, statistics: float) -> dict:
+    """``model`` with Gaussian steps of the given sizes on its weights and on its running statistics."""
+    return {
+        k: v
+        + (statistics if "running_" in k else weights)
+        * torch.from_numpy(rng.normal(0, 1, v.shape).astype(np.float32))
+        if v.is_floating_point()
+        else v
+        for k, v in model.items()
+    }
+
+
+def test_running_statistics_are_compared_apart_from_the_weights() -> None:
+    """Round 1 of a 2-site cpu-small federation (measured: weight updates 3.26 and 2.61, running statistics
+    46.4 and 7.2). One norm over all tensors flags the honest site; the weights' norm and the statistics'
+    wider limit flag nobody."""
+    model = tiny_model()
+    rng = np.random.default_rng(0)
+    sites = {"site-1": _moved(model, rng, 0.013, 2.0), "site-2": _moved(model, rng, 0.010, 0.1)}
+    assert "running_var" in " ".join(model)
+    everything = {
+        s: math.hypot(update_norm(p, model), update_norm(p, model, statistics=True)) for s, p in sites.items()
+    }
+    assert norm_outliers(everything, 10) != {}  # what a single norm did
+    norms, flagged = update_outliers(sites, dict.fromkeys(sites, model), max_norm_ratio=10)
+    assert flagged == {}
+    assert 1.0 < norms["site-1"] / norms["site-2"] < 2.0
+
+
+def test_poisoned_running_statistics_are_still_rejected() -> None:
+    model = tiny_model()
+    rng = np.random.default_rng(1)
+    sites = {s: _moved(model, rng, 0.01, 0.1) for s in ("site-1", "site-2", "site-3")}
+    sites["site-3"] = {
+        k: v * 1000 if "running_var" in k else v for k, v in sites["site-3"].items()
+    }  # weights as honest as the others'
+    norms, flagged = update_outliers(sites, dict.fromkeys(sites, model), max_norm_ratio=10)
+    assert set(flagged) == {"site-3"}
+    assert flagged["site-3"].startswith("running-statistics update norm")
+    assert max(norms.values()) / min(norms.values()) < 2.0

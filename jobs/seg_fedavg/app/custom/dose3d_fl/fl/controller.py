@@ -34,7 +34,7 @@ from nvflare.app_common.app_constant import AppConstants
 from dose3d_fl.fl.payload import as_array, params_digest
 from dose3d_fl.fl.resilient import ResilientFedAvg
 from dose3d_fl.fl.transfer_log import LOG_NAME, TransferLog
-from dose3d_fl.fl.update_checks import DEFAULT_MAX_NORM_RATIO, check_update, norm_outliers, update_norm
+from dose3d_fl.fl.update_checks import DEFAULT_MAX_NORM_RATIO, check_update, update_outliers
 
 ROUND_LOGGER = "dose3d.rounds"
 ROUND_TIMES_NAME = "round_times.jsonl"
@@ -76,7 +76,8 @@ class SegFedAvg(ResilientFedAvg):
 
     Args:
         max_norm_ratio: reject an update whose distance from the global model exceeds this many times the
-            median of the other sites' distances (``dose3d_fl.fl.update_checks.norm_outliers``).
+            median of the other sites' distances; normalisation layers' running statistics are compared
+            under a wider limit (``dose3d_fl.fl.update_checks.update_outliers``).
 
     The FedAvg recipe builds it through ``dose3d_fl.fl.seg_job.SegFedAvgRecipe``.
     """
@@ -148,12 +149,15 @@ class SegFedAvg(ResilientFedAvg):
 
     def _flush_held(self) -> None:
         held, self._held = self._held, []
-        norms = (
-            {_site(r): update_norm(r.params, _reference(r, self._global)) for r in held}
+        norms, outliers = (
+            update_outliers(
+                {_site(r): r.params or {} for r in held},
+                {_site(r): _reference(r, self._global) for r in held},
+                self.max_norm_ratio,
+            )
             if self._global
-            else {}
+            else ({}, {})
         )
-        outliers = norm_outliers(norms, self.max_norm_ratio)
         for result in held:
             site = _site(result)
             if site in outliers:
