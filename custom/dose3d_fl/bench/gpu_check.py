@@ -2,13 +2,17 @@
 
 ``benchmarks/gpu_check.sh`` runs it on a CUDA machine; CI never needs a GPU. It synthesises two small sites,
 times ``steps`` optimiser steps of the profile (``spleen`` by default: the MONAI spleen bundle's recipe, AMP
-on CUDA) after ``warmup`` steps, records the GPU's peak allocated memory, then runs one FedAvg round of the
-same profile in the NVFlare simulator. Results: one JSON file.
+on CUDA) after ``warmup`` steps and records the GPU's peak allocated memory. On CUDA it compares float32
+and cuDNN's benchmark mode, with and without AMP (``--no-compare`` skips it). Then it runs ``--fl-rounds``
+FedAvg rounds (default one) of the same profile in the NVFlare simulator, with each round's wall time, the
+slowest site's compute and the fixed cost. Results: one JSON file.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import gc
 import json
 import logging
 import platform
@@ -21,9 +25,27 @@ logger = logging.getLogger(__name__)
 
 
 def train_speed(
-    caches: list[Path], profile_name: str, device: str, steps: int, warmup: int
+    caches: list[Path],
+    profile_name: str,
+    device: str,
+    steps: int,
+    warmup: int,
+    amp: bool = True,
+    cudnn_benchmark: bool = False,
 ) -> dict[str, Any]:
-    """Optimiser steps per second of ``profile_name`` on ``device`` (after ``warmup`` steps), peak memory."""
+    """Optimiser steps per second of ``profile_name`` on ``device`` (after ``warmup`` steps), peak memory.
+
+    Args:
+        caches: the sites' case caches (all sites' cases are pooled).
+        profile_name: segmentation profile.
+        device: torch device.
+        steps: timed optimiser steps.
+        warmup: untimed steps before them (cuDNN autotuning, allocator warm-up), plus one of each batch shape
+            the timed steps meet that these do not.
+        amp: the profile's mixed precision setting (``False``: float32 throughout).
+        cudnn_benchmark: let cuDNN pick its fastest algorithms, deterministic or not. ``False``: what
+            ``SegTrainer`` runs with (``monai.utils.set_determinism`` leaves cuDNN deterministic).
+    """
     import torch
 
     from dose3d_fl.seg.profiles import get_profile
@@ -31,24 +53,37 @@ def train_speed(
     from dose3d_fl.seg.training_run import load_site_cases
 
     profile = get_profile(profile_name)
+    profile = dataclasses.replace(profile, amp=profile.amp and amp)
     sites = load_site_cases(caches, seed=profile.seed)
     trainer = SegTrainer(
         [c for s in sites for c in s.train], [c for s in sites for c in s.val], profile, device=device
     )
+    if cudnn_benchmark:
+        torch.backends.cudnn.deterministic = False
+        torch.backends.cudnn.benchmark = True
     loader = trainer.train_loader
     batches = []
     while len(batches) < steps + warmup:
         batches.extend(loader)
+    timed = batches[warmup : warmup + steps]
+    # Warm up on every batch shape the timed steps meet (an epoch's last batch can be smaller): in benchmark
+    # mode cuDNN tunes its algorithms on the first batch of each shape, which must not count as training.
+    warm = list(batches[:warmup])
+    for batch in timed:
+        if all(b[IMAGE].shape != batch[IMAGE].shape for b in warm):
+            warm.append(batch)
     trainer.model.train()
     cuda = trainer.device.type == "cuda"
     if cuda:
+        gc.collect()  # an earlier call's trainer, so that the peak below is this one's
+        torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
-    for batch in batches[:warmup]:
+    for batch in warm:
         trainer.train_step(batch[IMAGE], batch[LABEL])
     if cuda:
         torch.cuda.synchronize()
     start = time.perf_counter()
-    for batch in batches[warmup : warmup + steps]:
+    for batch in timed:
         trainer.train_step(batch[IMAGE], batch[LABEL])
     if cuda:
         torch.cuda.synchronize()
@@ -59,6 +94,7 @@ def train_speed(
         "device": str(trainer.device),
         "device_name": torch.cuda.get_device_name(0) if cuda else platform.processor() or "cpu",
         "amp": trainer.use_amp,
+        "cudnn": "benchmark" if torch.backends.cudnn.benchmark else "deterministic",
         "crops_per_step": profile.batch_size * profile.num_samples,
         "roi_size": list(profile.roi_size),
         "steps": steps,
@@ -69,16 +105,27 @@ def train_speed(
     }
 
 
-def one_fl_round(workspace: Path, profile_name: str) -> dict[str, Any]:
-    """One FedAvg round of two simulated sites (shared data in ``workspace/data``); wall time and Dice."""
+def fl_rounds(workspace: Path, profile_name: str, rounds: int = 1) -> dict[str, Any]:
+    """FedAvg rounds of two simulated sites (shared data in ``workspace/data``): the whole simulation's wall
+    time, each round's wall time, slowest site's compute and fixed cost, and the final model's Dice.
+
+    The first round includes each site's start-up (imports, CUDA context, loading its cases).
+    """
+    from dose3d_fl.bench.fl_figures import round_figures
+    from dose3d_fl.bench.runner import server_job_dir, sim_root
     from dose3d_fl.fl.seg_job import SegJobConfig
     from dose3d_fl.fl.simulate import SimulationConfig, simulate_seg
 
     start = time.perf_counter()
-    job = SegJobConfig(num_rounds=1, local_epochs=1, profile=profile_name, min_responses=2)
+    job = SegJobConfig(num_rounds=rounds, local_epochs=1, profile=profile_name, min_responses=2)
     summary = simulate_seg(SimulationConfig(workspace=workspace, sites=2, job=job))
+    wall = time.perf_counter() - start
+    figures = round_figures(server_job_dir(sim_root(workspace)))
+    keys = ("round", "wall_seconds", "slowest_site_compute_seconds", "fixed_seconds")
     return {
-        "wall_seconds": round(time.perf_counter() - start, 1),
+        "rounds": rounds,
+        "wall_seconds": round(wall, 1),
+        "per_round": [{key: figure[key] for key in keys} for figure in figures],
         "final_val_dice": summary["final_val_dice"],
     }
 
@@ -91,7 +138,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--device", default="cuda", help="cuda (default); cpu only to try the script itself")
-    parser.add_argument("--no-fl", action="store_true", help="skip the simulated federated round")
+    parser.add_argument(
+        "--no-compare",
+        action="store_true",
+        help="skip the speed comparisons on CUDA (float32; cuDNN's benchmark mode, with and without AMP)",
+    )
+    parser.add_argument("--fl-rounds", type=int, default=1, help="simulated FedAvg rounds (default 1)")
+    parser.add_argument("--no-fl", action="store_true", help="skip the simulated federated rounds")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
@@ -112,8 +165,13 @@ def main(argv: list[str] | None = None) -> int:
         "cuda": torch.version.cuda,
         "train": train_speed(caches, args.profile, args.device, args.steps, args.warmup),
     }
+    if results["train"]["device"].startswith("cuda") and not args.no_compare:
+        results["compare"] = [
+            train_speed(caches, args.profile, args.device, args.steps, args.warmup, amp, benchmark)
+            for amp, benchmark in ((False, False), (True, True), (False, True))
+        ]
     if not args.no_fl:
-        results["fl_round"] = one_fl_round(args.work, args.profile)
+        results["fl"] = fl_rounds(args.work, args.profile, args.fl_rounds)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
