@@ -4,7 +4,9 @@ Each round every site in turn loads the global weights, sets the round's learnin
 cosine schedule over rounds, times ``--lr-scale``), forgets its Adam moments unless
 ``--keep-optimizer-state``, adds FedProx's proximal term when ``--fedprox-mu`` is set, and trains
 ``--local-epochs``; the global model becomes the step-weighted mean of the sites' weights (BatchNorm counters
-rounded), as NVFlare's FedAvg computes it. The union Dice of the global model on every site's validation
+rounded), as NVFlare's FedAvg computes it, or with ``--server-momentum BETA`` the server keeps a momentum of
+the weights' round updates (FedAvgM, Hsu et al. 2019: ``m = BETA m + (mean - global)``, ``global +=
+--server-lr x m``; running statistics are averaged as in FedAvg). The union Dice of the global model on every site's validation
 cases is measured every fifth of the rounds. There is no transfer, filter, update check or simulator here:
 the job itself is measured by ``dose3d bench``. ``--central`` trains the pooled model instead
 (``rounds x local_epochs`` epochs, the profile's learning rate times ``--lr-scale``).
@@ -14,7 +16,8 @@ deterministic for its arguments. This is how ``SegJobConfig.keep_optimizer_state
 were chosen (README, Performance).
 
 usage: python benchmarks/fedavg_replica.py NAME CACHE [CACHE ...] [--rounds 25] [--local-epochs 4]
-       [--lr-scale 1] [--keep-optimizer-state] [--fedprox-mu 0] [--seed 0] [--central]
+       [--lr-scale 1] [--keep-optimizer-state] [--fedprox-mu 0] [--server-momentum 0] [--server-lr 1]
+       [--seed 0] [--central]
 writes benchmarks/results/replica/NAME.json
 """
 
@@ -31,6 +34,7 @@ from nvflare.app_common.app_constant import AlgorithmConstants
 
 from dose3d_fl.bench.evaluate import Evaluator
 from dose3d_fl.fl.seg_client import fedprox_term
+from dose3d_fl.fl.update_checks import is_running_statistic
 from dose3d_fl.seg.profiles import get_profile
 from dose3d_fl.seg.trainer import SegTrainer
 from dose3d_fl.seg.training_run import load_site_cases, train_on_caches
@@ -45,6 +49,7 @@ def federated(args: argparse.Namespace) -> list[dict[str, float]]:
     trainers = [SegTrainer(s.train, s.val, local, num_threads=1, show_progress=False) for s in sites]
     evaluator = Evaluator(sites, profile, num_threads=1)
     global_weights = trainers[0].get_weights()
+    momentum: dict[str, torch.Tensor] = {}
     history, start = [], time.time()
     for current_round in range(args.rounds):
         results = []
@@ -61,6 +66,11 @@ def federated(args: argparse.Namespace) -> list[dict[str, float]]:
             results.append((trainer.get_weights(), stats["steps"]))
         total = sum(steps for _, steps in results)
         mean = {k: sum(w[k].double() * n for w, n in results) / total for k in global_weights}
+        if args.server_momentum or args.server_lr != 1.0:
+            for k, v in global_weights.items():
+                if v.is_floating_point() and not is_running_statistic(k):
+                    momentum[k] = args.server_momentum * momentum.get(k, 0.0) + (mean[k] - v.double())
+                    mean[k] = v.double() + args.server_lr * momentum[k]
         global_weights = {
             k: mean[k].to(v.dtype) if v.is_floating_point() else mean[k].round().to(v.dtype)
             for k, v in global_weights.items()
@@ -100,6 +110,8 @@ def main() -> None:
     parser.add_argument("--lr-scale", type=float, default=1.0)
     parser.add_argument("--keep-optimizer-state", action="store_true")
     parser.add_argument("--fedprox-mu", type=float, default=0.0)
+    parser.add_argument("--server-momentum", type=float, default=0.0)
+    parser.add_argument("--server-lr", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--central", action="store_true")
     args = parser.parse_args()
