@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+from dose3d_fl.bench.runner import server_job_dir, sim_root
+from dose3d_fl.fl.transfer_log import LOG_NAME
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_check.sh"
 
@@ -24,3 +29,29 @@ def test_without_cuda_the_check_refuses_in_one_line(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "no CUDA device" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "gpu.json").exists() and not (tmp_path / "work").exists()
+
+
+@pytest.mark.slow
+def test_the_check_runs_end_to_end_on_the_cpu(tmp_path: Path) -> None:
+    """The whole script with a CPU profile: speed figures, then two FedAvg rounds of two sites with their
+    per-round figures. Round 1 of these two sites is where one norm over all tensors rejected an honest site
+    (BatchNorm running variances 10x apart) and the job stopped; no update may be rejected now."""
+    out, work = tmp_path / "gpu.json", tmp_path / "work"
+    speed = ["--device", "cpu", "--profile", "cpu-small", "--steps", "2", "--warmup", "1"]
+    result = subprocess.run(
+        [str(SCRIPT), *speed, "--fl-rounds", "2", "--out", str(out), "--work", str(work)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHON": sys.executable},
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    figures = json.loads(out.read_text())
+    assert figures["train"]["device"] == "cpu" and figures["train"]["steps_per_second"] > 0
+    assert "compare" not in figures  # the comparisons are for CUDA
+    rounds = figures["fl"]["per_round"]
+    assert [r["round"] for r in rounds] == [1, 2]
+    assert all(r["wall_seconds"] >= r["slowest_site_compute_seconds"] > 0 for r in rounds)
+    log = server_job_dir(sim_root(work)) / LOG_NAME
+    statuses = [json.loads(line)["status"] for line in log.read_text().splitlines()]
+    assert statuses.count("accepted") == 4 and "rejected" not in statuses
