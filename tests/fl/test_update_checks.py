@@ -10,7 +10,13 @@ import torch
 from nvflare.app_common.abstract.fl_model import FLModel
 
 from dose3d_fl.fl.aggregators import RobustAggregator, robust_combine
-from dose3d_fl.fl.update_checks import check_update, norm_outliers, update_norm, update_outliers
+from dose3d_fl.fl.update_checks import (
+    check_update,
+    is_running_statistic,
+    norm_outliers,
+    update_norm,
+    update_outliers,
+)
 from tests.fl.site_messages import tiny_model
 
 
@@ -94,7 +100,7 @@ def _moved(model: dict, rng: np.random.Generator, weights: float, statistics: fl
     """``model`` with Gaussian steps of the given sizes on its weights and on its running statistics."""
     return {
         k: v
-        + (statistics if "running_" in k else weights)
+        + (statistics if is_running_statistic(k) else weights)
         * torch.from_numpy(rng.normal(0, 1, v.shape).astype(np.float32))
         if v.is_floating_point()
         else v

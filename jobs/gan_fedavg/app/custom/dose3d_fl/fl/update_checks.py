@@ -29,9 +29,14 @@ STATISTICS_RATIO_FACTOR = 10.0
 RUNNING_STATISTICS = ("running_mean", "running_var")
 
 
+def _leaf(name: str) -> str:
+    """A state-dict key's last part (``model.0.adn.N.running_var`` -> ``running_var``)."""
+    return str(name).rsplit(".", 1)[-1]
+
+
 def is_running_statistic(name: str) -> bool:
     """Whether a tensor is a normalisation layer's running statistic (PyTorch's buffer names)."""
-    return str(name).rsplit(".", 1)[-1] in RUNNING_STATISTICS
+    return _leaf(name) in RUNNING_STATISTICS
 
 
 def check_update(params: Mapping[str, Any] | None, reference: Mapping[str, Any]) -> str | None:
@@ -57,7 +62,7 @@ def check_update(params: Mapping[str, Any] | None, reference: Mapping[str, Any])
             return f"tensor {name!r} has shape {tuple(array.shape)}, the global model has {expected}"
         if array.dtype.kind in "fc" and not np.all(np.isfinite(array)):
             return f"tensor {name!r} has NaN or Inf values"
-        if str(name).endswith("running_var") and array.dtype.kind == "f" and np.any(array < 0):
+        if _leaf(name) == "running_var" and array.dtype.kind == "f" and np.any(array < 0):
             return f"tensor {name!r} is a running variance with negative values"
     return None
 
