@@ -6,8 +6,12 @@ cosine schedule over rounds, times ``--lr-scale``), forgets its Adam moments unl
 ``--local-epochs``; the global model becomes the step-weighted mean of the sites' weights (BatchNorm counters
 rounded), as NVFlare's FedAvg computes it, or with ``--server-momentum BETA`` the server keeps a momentum of
 the weights' round updates (FedAvgM, Hsu et al. 2019: ``m = BETA m + (mean - global)``, ``global +=
---server-lr x m``; running statistics are averaged as in FedAvg). The union Dice of the global model on every site's validation
-cases is measured every fifth of the rounds. There is no transfer, filter, update check or simulator here:
+--server-lr x m``; running statistics are averaged as in FedAvg). ``--fedbn`` keeps every BatchNorm layer
+(affine weights and running statistics) at its site and averages the rest (FedBN, Li et al. 2021). Every
+fifth of the rounds the union Dice on every site's validation cases is measured twice: with the global model
+(under FedBN, each site's own normalisation in it) as ``union_val_dice``, and with each site's own model as
+its last local training left it, before averaging, as ``personal_union_val_dice`` (personalised FL at no extra
+epochs). There is no transfer, filter, update check or simulator here:
 the job itself is measured by ``dose3d bench``. ``--central`` trains the pooled model instead
 (``rounds x local_epochs`` epochs, the profile's learning rate times ``--lr-scale``).
 
@@ -17,8 +21,9 @@ were chosen (README, Performance).
 
 usage: python benchmarks/fedavg_replica.py NAME CACHE [CACHE ...] [--rounds 25] [--local-epochs 4]
        [--lr-scale 1] [--keep-optimizer-state] [--fedprox-mu 0] [--server-momentum 0] [--server-lr 1]
-       [--seed 0] [--central]
-writes benchmarks/results/replica/NAME.json
+       [--fedbn] [--save] [--seed 0] [--central]
+writes benchmarks/results/replica/NAME.json; with --save also each site's final models (global, personal)
+under runs/replica/NAME/ for ``benchmarks/heldout.py --replica NAME``
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ from nvflare.app_common.abstract.fl_model import FLModel
 from nvflare.app_common.app_constant import AlgorithmConstants
 
 from dose3d_fl.bench.evaluate import Evaluator
+from dose3d_fl.bench.site_models import save_site_models
+from dose3d_fl.fl.fedbn import batch_norm_keys, with_site_norm
 from dose3d_fl.fl.seg_client import fedprox_term
 from dose3d_fl.fl.update_checks import is_running_statistic
 from dose3d_fl.seg.profiles import get_profile
@@ -40,6 +47,7 @@ from dose3d_fl.seg.trainer import SegTrainer
 from dose3d_fl.seg.training_run import load_site_cases, train_on_caches
 
 RESULTS = Path(__file__).parent / "results" / "replica"
+SAVED = Path("runs") / "replica"
 
 
 def federated(args: argparse.Namespace) -> list[dict[str, float]]:
@@ -49,12 +57,13 @@ def federated(args: argparse.Namespace) -> list[dict[str, float]]:
     trainers = [SegTrainer(s.train, s.val, local, num_threads=1, show_progress=False) for s in sites]
     evaluator = Evaluator(sites, profile, num_threads=1)
     global_weights = trainers[0].get_weights()
+    site_keys = batch_norm_keys(trainers[0].model) if args.fedbn else frozenset()
     momentum: dict[str, torch.Tensor] = {}
     history, start = [], time.time()
     for current_round in range(args.rounds):
         results = []
         for trainer in trainers:
-            trainer.set_weights(global_weights)
+            trainer.set_weights(with_site_norm(global_weights, trainer.get_weights(), site_keys))
             if not args.keep_optimizer_state:
                 trainer.reset_optimizer()
             trainer.set_progress(current_round / args.rounds)
@@ -76,20 +85,37 @@ def federated(args: argparse.Namespace) -> list[dict[str, float]]:
             for k, v in global_weights.items()
         }
         if (current_round + 1) % max(args.rounds // 5, 1) == 0 or current_round == args.rounds - 1:
+            # Each site's model with the new global weights (and, under FedBN, its own normalisation) ...
+            merged = {
+                site.name: with_site_norm(global_weights, local_weights, site_keys)
+                for site, (local_weights, _) in zip(sites, results, strict=True)
+            }
+            # ... and each site's model as its last local training left it, before averaging.
+            personal = {
+                site.name: local_weights for site, (local_weights, _) in zip(sites, results, strict=True)
+            }
             entry = {
                 "round": current_round + 1,
-                "union_val_dice": round(evaluator.evaluate_weights(global_weights)["union_val_dice"], 4),
+                "union_val_dice": round(evaluator.evaluate_site_weights(merged)["union_val_dice"], 4),
+                "personal_union_val_dice": round(
+                    evaluator.evaluate_site_weights(personal)["union_val_dice"], 4
+                ),
                 "seconds": round(time.time() - start, 1),
             }
             history.append(entry)
             print(args.name, entry, flush=True)
+    if args.save:
+        # The final models for benchmarks/heldout.py --replica: each site's, as scored above.
+        for label, models in (("global", merged), ("personal", personal)):
+            save_site_models(models, SAVED / args.name / label)
+        print(args.name, "saved the final models under", SAVED / args.name, flush=True)
     return history
 
 
 def central(args: argparse.Namespace) -> list[dict[str, float]]:
     profile = get_profile(args.profile).replace(seed=args.seed)
     profile = profile.replace(lr=profile.lr * args.lr_scale)
-    out = Path("runs") / "replica" / args.name
+    out = SAVED / args.name
     metrics = train_on_caches(
         args.caches, out, profile, args.rounds * args.local_epochs, num_threads=1, show_progress=False
     )
@@ -112,6 +138,8 @@ def main() -> None:
     parser.add_argument("--fedprox-mu", type=float, default=0.0)
     parser.add_argument("--server-momentum", type=float, default=0.0)
     parser.add_argument("--server-lr", type=float, default=1.0)
+    parser.add_argument("--fedbn", action="store_true")
+    parser.add_argument("--save", action="store_true", help="keep the final models under runs/replica/NAME")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--central", action="store_true")
     args = parser.parse_args()

@@ -7,8 +7,13 @@ own evaluator. For each run it reports the union Dice, its ratio to the central 
 per-case difference from the central model with a 95 % bootstrap interval over the cases. No model is
 trained again. Writes ``benchmarks/results/heldout.json``.
 
-Usage: ``.venv/bin/python benchmarks/heldout.py [--work runs/bench-default] [--patients 10] [--seed 1000]``
-(about 2 minutes on 2 cores for 30 patients).
+``--replica NAME`` (repeatable) adds the final models that ``benchmarks/fedavg_replica.py NAME ... --save`` kept,
+one per site: each held-out scanner's patients are scored with the model of the site with that scanner, as
+``NAME`` (the global weights, under FedBN with the site's own normalisation) and ``NAME/personal`` (the site's
+model after its last local training).
+
+Usage: ``.venv/bin/python benchmarks/heldout.py [--work runs/bench-default] [--patients 10] [--seed 1000]
+[--replica NAME ...] [--out FILE]`` (about 2 minutes on 2 cores for 30 patients, 20 s more per replica).
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from dose3d_fl.bench.evaluate import Evaluator
-from dose3d_fl.bench.runner import final_model_file, machine
+from dose3d_fl.bench.runner import final_model_file, machine, site_models_folder
+from dose3d_fl.bench.site_models import load_site_models
 from dose3d_fl.data.manifest import Manifest
 from dose3d_fl.fl.simulate import prepare_site_data
 from dose3d_fl.seg.profiles import get_profile
@@ -31,6 +37,7 @@ from dose3d_fl.seg.split import SiteSplit, split_cases
 from dose3d_fl.seg.training_run import SiteCases
 
 RESULTS = Path(__file__).parent / "results" / "heldout.json"
+REPLICAS = Path("runs") / "replica"
 
 
 def heldout_sites(caches: list[Path]) -> list[SiteCases]:
@@ -44,8 +51,26 @@ def heldout_sites(caches: list[Path]) -> list[SiteCases]:
 
 
 def model_files(work: Path, results: dict) -> dict[str, Path]:
-    """Each run of the bench's results -> its final model file in the bench work folder."""
-    return {name: final_model_file(work, name, run["kind"]) for name, run in results["runs"].items()}
+    """Each run of the bench's results -> its final model file (a FedBN run: its folder of site models)."""
+    files = {}
+    for name, run in results["runs"].items():
+        folder = site_models_folder(work, name)
+        files[name] = folder if folder.is_dir() else final_model_file(work, name, run["kind"])
+    return files
+
+
+def replica_models(name: str, sites: list[str]) -> dict[str, dict[str, dict]]:
+    """A saved replica's models: ``{run: {site: state dict}}`` for its global and personal models."""
+    models = {}
+    for label, run in (("global", name), ("personal", f"{name}/personal")):
+        folder = REPLICAS / name / label
+        models[run] = load_site_models(folder) if folder.is_dir() else {}
+        if sorted(models[run]) != sites:
+            raise FileNotFoundError(
+                f"{folder}: not one model for each of {', '.join(sites)}; "
+                f"run benchmarks/fedavg_replica.py {name} ... --save"
+            )
+    return models
 
 
 def paired_difference(
@@ -84,21 +109,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--patients", type=int, default=10, help="held-out patients per scanner (site)")
     parser.add_argument("--seed", type=int, default=1000, help="synthesis seed of the held-out patients")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--replica", action="append", default=[], help="a fedavg_replica.py run saved with --save"
+    )
     args = parser.parse_args(argv)
 
     bench = json.loads((args.results or RESULTS.with_name("default.json")).read_text())
     files = model_files(args.work, bench)
-    missing = [str(path) for path in files.values() if not path.is_file()]
+    missing = [str(path) for path in files.values() if not path.exists()]
     if missing:
         print(
             f"heldout: no model file at {', '.join(missing)}; run dose3d bench --work {args.work} first",
             file=sys.stderr,
         )
         return 2
+    site_names = [f"site-{k}" for k in range(1, 4)]
+    try:
+        replicas = {run: m for name in args.replica for run, m in replica_models(name, site_names).items()}
+    except FileNotFoundError as err:
+        print(f"heldout: {err}", file=sys.stderr)
+        return 2
     caches = prepare_site_data(args.work / f"heldout-seed-{args.seed}", 3, args.seed, [args.patients] * 3)
     profile = get_profile(bench["config"]["profile"])
     evaluator = Evaluator(heldout_sites(caches), profile, num_threads=os.cpu_count())
-    scores = {name: evaluator.evaluate(path) for name, path in files.items()}
+    scores = {
+        name: evaluator.evaluate_site_weights(load_site_models(path))
+        if path.is_dir()
+        else evaluator.evaluate(path)
+        for name, path in files.items()
+    }
+    scores |= {run: evaluator.evaluate_site_weights(models) for run, models in replicas.items()}
     central = scores["central"]
     runs = {
         name: {
@@ -121,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, run in runs.items():
         diff = run["difference_from_central"]
         print(
-            f"{name:14s} union {run['union_dice']:.4f}  / central {run['over_central']:.4f}  "
+            f"{name:22s} union {run['union_dice']:.4f}  / central {run['over_central']:.4f}  "
             f"paired diff {diff['mean']:+.4f} [{diff['ci95_low']:+.4f}, {diff['ci95_high']:+.4f}]"
         )
     return 0

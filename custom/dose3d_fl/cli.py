@@ -143,6 +143,7 @@ def seg_job_config(args: argparse.Namespace) -> SegJobConfig:
         quantization=args.quantization,
         local_lr_scale=args.local_lr_scale,
         keep_optimizer_state=args.keep_optimizer_state,
+        fedbn=args.fedbn,
     )
 
 
@@ -681,6 +682,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--keep-optimizer-state",
         action="store_true",
         help="sites carry their Adam moments over rounds (default: afresh every round)",
+    )
+    variants.add_argument(
+        "--fedbn",
+        action="store_true",
+        help="FedBN: each site keeps its own BatchNorm layers (scanner differences); the server is unchanged",
     )
     dp = simulate.add_argument_group(
         "differential privacy at every simulated site (fl/dp.py; a real site sets it in local/privacy.json)"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -50,9 +50,22 @@ class Evaluator:
 
     def evaluate_weights(self, weights: dict[str, torch.Tensor]) -> dict:
         """``evaluate`` for a state dict of the benchmark profile's network (no file, no profile check)."""
+        return self.evaluate_site_weights(dict.fromkeys(self.trainers, weights))
+
+    def evaluate_site_weights(self, weights: Mapping[str, dict[str, torch.Tensor]]) -> dict:
+        """``evaluate_weights`` with each site's own model on its own validation cases (personalised FL).
+
+        Args:
+            weights: a state dict for every site, by site name.
+
+        Raises:
+            KeyError: a site has no weights.
+        """
         site_dice, case_dice = {}, {}
         for name, trainer in self.trainers.items():
-            trainer.set_weights(weights)
+            if name not in weights:
+                raise KeyError(f"no weights for site {name!r}; got {', '.join(weights) or 'none'}")
+            trainer.set_weights(weights[name])
             result = trainer.validate()
             site_dice[name] = result["val_dice"]
             case_dice |= {f"{name}/{case}": dice for case, dice in result["case_dice"].items()}

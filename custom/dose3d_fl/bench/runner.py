@@ -1,10 +1,11 @@
-"""The benchmark: central, local-only, FedAvg, FedProx and weight-exchange variants on the same sites.
+"""The benchmark: central, local-only, FedAvg, FedProx, FedBN and weight-exchange variants on the same sites.
 
 Every run is its own child process (its wall time and memory are its own) on the same synthetic non-IID
 sites, the same profile and seeds and the same number of passes over each site's data: ``rounds x
 local_epochs`` epochs for the central and the local-only models. The central and local-only runs take one
 thread each and run two at a time; each federated run has the machine to itself. Every final model is
-scored by one evaluator on every site's validation cases (``bench.evaluate``).
+scored by one evaluator on every site's validation cases (``bench.evaluate``); a FedBN run by each site's
+own model on that site's cases (``bench.site_models``).
 
 Results: ``OUT/<name>.json`` (``fedavg_over_central_dice``, ``overhead_ratio``, ``union_val_dice`` and the
 details) and ``OUT/<name>.md`` (the tables); the runs' workspaces and logs stay in ``WORK``.
@@ -38,6 +39,7 @@ from dose3d_fl.bench.fl_figures import (
 )
 from dose3d_fl.bench.measure import Measured, run_measured
 from dose3d_fl.bench.report import format_report
+from dose3d_fl.bench.site_models import SITE_MODELS, fedbn_site_models, save_site_models
 from dose3d_fl.fl import DEFAULT_LOCAL_EPOCHS, DEFAULT_ROUNDS
 from dose3d_fl.fl.seg_job import JOB_NAME
 from dose3d_fl.fl.simulate import prepare_site_data
@@ -100,6 +102,7 @@ class BenchConfig:
                     ("fedprox", {"fedprox_mu": self.fedprox_mu}),
                     ("fedavg-fp16", {"quantization": "float16"}),
                     ("fedavg-diff", {"transfer": "diff"}),
+                    ("fedbn", {"fedbn": True}),
                 ),
             )
 
@@ -227,9 +230,15 @@ def server_job_dir(run_root: Path) -> Path:
     return run_root / "server" / "simulate_job"
 
 
+def site_models_folder(work: Path, name: str) -> Path:
+    """Where the bench's FedBN run ``name`` left its per-site models (``bench.site_models``)."""
+    return work / name / SITE_MODELS
+
+
 def final_model_file(work: Path, name: str, kind: str) -> Path:
     """Where the bench run ``name`` left its final model in the work folder (``kind`` as in the results:
-    ``federated`` for a simulator run, anything else for a central or local-only training run)."""
+    ``federated`` for a simulator run, anything else for a central or local-only training run). A FedBN run's
+    global model here is only part of each site's model (``site_models_folder``)."""
     if kind == "federated":
         return server_job_dir(sim_root(work / name)) / "app_server" / GLOBAL_MODEL
     return work / name / MODEL_NAME
@@ -276,7 +285,8 @@ def run_benchmark(config: BenchConfig, out_dir: Path, work_dir: Path) -> dict[st
     fl_job = {"num_rounds": config.rounds, "local_epochs": config.local_epochs}
     for name, changes in config.variants:
         measured, run_root = run_federated(name, data, work_dir, config.sites, config, {**fl_job, **changes})
-        runs[name] = _federated_run(name, measured, run_root, evaluator, config)
+        fedbn = (caches, site_models_folder(work_dir, name)) if changes.get("fedbn") else None
+        runs[name] = _federated_run(name, measured, run_root, evaluator, config, fedbn)
 
     overhead_runs: dict[str, dict[str, Any]] = {}
     job = {"num_rounds": config.overhead_rounds, "local_epochs": config.overhead_local_epochs}
@@ -309,10 +319,24 @@ def run_benchmark(config: BenchConfig, out_dir: Path, work_dir: Path) -> dict[st
 
 
 def _federated_run(
-    name: str, measured: Measured, run_root: Path, evaluator: Evaluator, config: BenchConfig
+    name: str,
+    measured: Measured,
+    run_root: Path,
+    evaluator: Evaluator,
+    config: BenchConfig,
+    fedbn: tuple[list[Path], Path] | None = None,
 ) -> BenchRun:
+    """Score and measure one federated run; ``fedbn``: the sites' caches and where their models go."""
     server_job = server_job_dir(run_root)
-    evaluation = evaluator.evaluate(server_job / "app_server" / GLOBAL_MODEL)
+    global_file = server_job / "app_server" / GLOBAL_MODEL
+    if fedbn:
+        # FedBN: each site's validation cases with the global model and that site's own BatchNorm.
+        caches, folder = fedbn
+        models = fedbn_site_models(global_file, caches, evaluator.profile, config.rounds - 1)
+        save_site_models(models, folder)
+        evaluation = evaluator.evaluate_site_weights(models)
+    else:
+        evaluation = evaluator.evaluate(global_file)
     rounds = round_figures(server_job)
     return BenchRun(
         name,

@@ -11,6 +11,8 @@ restarted site continues where it stopped, and a cache that changes under a runn
 Each round's local training starts Adam afresh from the received global model, at ``--lr-scale`` times the
 profile's learning rate (the job sets 2); ``--keep-optimizer-state`` carries the moments over rounds instead.
 Both were chosen with ``benchmarks/fedavg_replica.py`` and confirmed by ``dose3d bench`` (README, Performance).
+With ``--fedbn`` the site keeps its own BatchNorm layers and loads only the rest of the global model
+(``dose3d_fl.fl.fedbn``); cross-site evaluation still scores every model as it was sent.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from nvflare.app_opt.pt.fedproxloss import PTFedProxLoss
 from nvflare.client.tracking import SummaryWriter
 
 from dose3d_fl.fl.client_polling import RESULT_POLL_INTERVAL, shorten_client_polls
+from dose3d_fl.fl.fedbn import batch_norm_keys, with_site_norm
 from dose3d_fl.fl.site_state import SiteState, cache_signature
 from dose3d_fl.fl.site_trainer import build_site_trainer, site_state_folder
 from dose3d_fl.seg.trainer import Regularizer, SegTrainer
@@ -43,6 +46,7 @@ class SiteRunner:
         keep_optimizer_state: carry the local optimiser's moments from round to round (and over a restart,
             through the site state); by default each round's local training starts the optimiser afresh.
         lr_scale: factor on the profile's learning rate for local training.
+        fedbn: keep the site's own BatchNorm layers instead of loading the global ones (FedBN).
     """
 
     def __init__(
@@ -52,11 +56,13 @@ class SiteRunner:
         local_epochs: int,
         keep_optimizer_state: bool = False,
         lr_scale: float = 1.0,
+        fedbn: bool = False,
     ) -> None:
         self.site, self.profile, self.local_epochs = site, profile, local_epochs
         self.keep_optimizer_state, self.lr_scale = keep_optimizer_state, lr_scale
         self.state = SiteState(site_state_folder(site), profile)
         self.trainer = self._build()
+        self.site_keys = batch_norm_keys(self.trainer.model) if fedbn else frozenset()
 
     def _build(self) -> SegTrainer:
         trainer = build_site_trainer(self.site, self.profile, lr_scale=self.lr_scale)
@@ -72,6 +78,12 @@ class SiteRunner:
             self.trainer = self._build()
         return self.trainer
 
+    def load_global(self, trainer: SegTrainer, params: dict[str, torch.Tensor]) -> None:
+        """Load the received global weights into ``trainer``; under FedBN its own BatchNorm layers stay."""
+        if self.site_keys:
+            params = with_site_norm(params, trainer.get_weights(), self.site_keys)
+        trainer.set_weights(params)
+
     def train_round(self, incoming: flare.FLModel, writer: SummaryWriter) -> flare.FLModel:
         """Validate the received global model, train locally and return the local model with metrics.
 
@@ -79,8 +91,9 @@ class SiteRunner:
         proximal term towards the received global model.
         """
         trainer = self.current_trainer()
+        # A restarted site gets its own last weights back first: under FedBN its BatchNorm layers stay.
         self.state.restore(trainer, incoming.current_round or 0)
-        trainer.set_weights(incoming.params)
+        self.load_global(trainer, incoming.params)
         metrics = trainer.validate()
         # Report the received global model's Dice (selects the best global model), then train.
         writer.add_scalar("val_dice_global", float(metrics["val_dice"]), incoming.current_round)
@@ -152,11 +165,14 @@ def main() -> None:
     parser.add_argument(
         "--lr-scale", type=float, default=1.0, help="factor on the profile's learning rate (default 1)"
     )
+    parser.add_argument("--fedbn", action="store_true", help="keep this site's own BatchNorm layers (FedBN)")
     args = parser.parse_args()
 
     shorten_client_polls(flare.init().api, args.result_poll)
     site = flare.get_site_name()
-    runner = SiteRunner(site, args.profile, args.local_epochs, args.keep_optimizer_state, args.lr_scale)
+    runner = SiteRunner(
+        site, args.profile, args.local_epochs, args.keep_optimizer_state, args.lr_scale, args.fedbn
+    )
     writer = SummaryWriter()
 
     while flare.is_running():

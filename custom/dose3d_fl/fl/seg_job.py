@@ -88,6 +88,8 @@ class SegJobConfig:
             training. FedAvg moves the global model by the mean of the sites' updates, which point in
             different directions on non-IID sites, so a federation needs a larger local step than pooled
             training for the same progress (README, Performance).
+        fedbn: FedBN: each site keeps its own BatchNorm layers and loads the rest of the global model
+            (``dose3d_fl.fl.fedbn``); the server is unchanged. Needs a profile with batch normalisation.
     """
 
     num_rounds: int = DEFAULT_ROUNDS
@@ -110,6 +112,7 @@ class SegJobConfig:
     result_poll_interval: float = RESULT_POLL_INTERVAL
     keep_optimizer_state: bool = False
     local_lr_scale: float = LOCAL_LR_SCALE
+    fedbn: bool = False
 
     def __post_init__(self) -> None:
         if self.transfer not in TRANSFERS:
@@ -125,6 +128,11 @@ class SegJobConfig:
             raise ValueError(f"local_lr_scale must be > 0, got {self.local_lr_scale}")
         if self.result_poll_interval <= 0:
             raise ValueError(f"result_poll_interval must be > 0 s, got {self.result_poll_interval}")
+        if self.fedbn and get_profile(self.profile).norm != "batch":
+            raise ValueError(
+                f"fedbn keeps the sites' BatchNorm layers, but profile {self.profile!r} uses "
+                f"{get_profile(self.profile).norm} normalisation; choose a profile with batch normalisation"
+            )
 
 
 class SegFedAvgRecipe(FedAvgRecipe):
@@ -216,6 +224,7 @@ def build_seg_recipe(config: SegJobConfig | None = None) -> FedAvgRecipe:
                 f"--local-epochs {config.local_epochs} --profile {profile.name} "
                 f"--result-poll {config.result_poll_interval:g} --lr-scale {config.local_lr_scale:g}"
                 + (" --keep-optimizer-state" if config.keep_optimizer_state else "")
+                + (" --fedbn" if config.fedbn else "")
             ),
             key_metric=KEY_METRIC,
             key_metric_mode="max",
