@@ -57,3 +57,36 @@ def test_simulator_job_trains_validates_and_cross_evaluates(tmp_path: Path) -> N
         "round 1/2",
         "round 2/2",
     ]
+
+
+def test_diff_transfer_and_fedbn_every_update_accepted_and_each_site_keeps_its_norm(tmp_path: Path) -> None:
+    """DIFF transfer (each site sends its difference from the global model) with FedBN (each site keeps its
+    BatchNorm). A falling running variance makes a negative difference: the server must accept it."""
+    for site in (1, 2):
+        _tiny_site(
+            tmp_path / "data" / "dicom" / f"site-{site}", tmp_path / "data" / "cache" / f"site-{site}", site
+        )
+    job = SegJobConfig(
+        num_rounds=2,
+        local_epochs=3,
+        tensorboard=False,
+        cross_site_evaluation=False,
+        min_clients=2,
+        transfer="diff",
+        fedbn=True,
+    )
+    simulate_seg(SimulationConfig(workspace=tmp_path, sites=2, job=job))
+
+    server = tmp_path / "sim" / JOB_NAME / "server" / "simulate_job"
+    decisions = [json.loads(line) for line in (server / "transfer_log.jsonl").read_text().splitlines()]
+    assert [(d["round"], d["status"]) for d in decisions] == [(r, "accepted") for r in (0, 0, 1, 1)]
+    global_weights = torch.load(server / "app_server" / "FL_global_model.pt", weights_only=False)["model"]
+    states = [
+        torch.load(path, weights_only=False)["model"]
+        for path in sorted((tmp_path / "data" / "cache").glob("site-*/fl_state/*.round1.pt"))
+    ]
+    assert len(states) == 2
+    means = [k for k in global_weights if k.endswith("running_mean")]
+    assert means
+    # Each site keeps its own statistics: the two sites' differ.
+    assert any(not torch.equal(states[0][k], states[1][k]) for k in means)

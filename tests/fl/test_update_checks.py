@@ -42,6 +42,20 @@ def test_broken_updates_are_rejected_with_a_reason(change, reason: str) -> None:
     assert reason in check_update(update, model)
 
 
+def test_a_difference_may_lower_a_running_variance_but_not_below_zero() -> None:
+    """DIFF transfer: a site whose running variance fell sends a negative difference (bench run at 2f86484:
+    every site of the DIFF variant was rejected in round 1 until the check added the global model back)."""
+    model = tiny_model()
+    key = "model.0.conv.unit0.adn.N.running_var"
+    model[key].fill_(1.0)
+    diff = {k: torch.zeros_like(v) for k, v in model.items()}
+    diff[key].fill_(-0.4)
+    assert check_update(diff, model, difference=True) is None
+    assert "running variance with negative" in check_update(diff, model)  # the same tensors as full weights
+    diff[key].fill_(-1.5)
+    assert "plus the site's difference" in check_update(diff, model, difference=True)
+
+
 def test_a_x100_update_is_an_outlier_and_the_others_are_not() -> None:
     model = tiny_model()
     rng = np.random.default_rng(0)

@@ -39,12 +39,16 @@ def is_running_statistic(name: str) -> bool:
     return _leaf(name) in RUNNING_STATISTICS
 
 
-def check_update(params: Mapping[str, Any] | None, reference: Mapping[str, Any]) -> str | None:
+def check_update(
+    params: Mapping[str, Any] | None, reference: Mapping[str, Any], difference: bool = False
+) -> str | None:
     """Whether an update's tensors fit the global model and are finite.
 
     Args:
         params: the site's tensors (a subset of the model is allowed: a job may keep tensors local).
         reference: the global model's tensors.
+        difference: ``params`` are differences from the global model (``DIFF`` transfer): a running
+            variance is checked as the global one plus the site's difference, which may well be negative.
 
     Returns:
         ``None`` when the update may be aggregated, else a one-line reason.
@@ -62,8 +66,12 @@ def check_update(params: Mapping[str, Any] | None, reference: Mapping[str, Any])
             return f"tensor {name!r} has shape {tuple(array.shape)}, the global model has {expected}"
         if array.dtype.kind in "fc" and not np.all(np.isfinite(array)):
             return f"tensor {name!r} has NaN or Inf values"
-        if _leaf(name) == "running_var" and array.dtype.kind == "f" and np.any(array < 0):
-            return f"tensor {name!r} is a running variance with negative values"
+        if _leaf(name) == "running_var" and array.dtype.kind == "f":
+            variance = array + as_array(reference[name]) if difference else array
+            if np.any(variance < 0):
+                return f"tensor {name!r} is a running variance with negative values" + (
+                    " (the global model's plus the site's difference)" if difference else ""
+                )
     return None
 
 

@@ -134,7 +134,8 @@ class SegFedAvg(ResilientFedAvg):
             error = (result.meta or {}).get("error")
             self._log_transfer(_site(result), "error", reason=str(error or "the result carries no tensors"))
             return super()._aggregate_one_result(result)
-        reason = check_update(result.params, self._global) if self._global else None
+        difference = result.params_type == ParamsType.DIFF
+        reason = check_update(result.params, self._global, difference) if self._global else None
         if reason:
             self._reject(_site(result), result, reason)
             return False
