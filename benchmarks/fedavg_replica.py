@@ -21,9 +21,9 @@ were chosen (README, Performance).
 
 usage: python benchmarks/fedavg_replica.py NAME CACHE [CACHE ...] [--rounds 25] [--local-epochs 4]
        [--lr-scale 1] [--keep-optimizer-state] [--fedprox-mu 0] [--server-momentum 0] [--server-lr 1]
-       [--fedbn] [--save] [--seed 0] [--central]
-writes benchmarks/results/replica/NAME.json; with --save also each site's final models (global, personal)
-under runs/replica/NAME/ for ``benchmarks/heldout.py --replica NAME``
+       [--fedbn] [--save] [--seed 0] [--central] [--results benchmarks/results/replica]
+writes RESULTS/NAME.json; with --save also each site's final models (global, personal) under
+runs/replica/NAME/ (in the working directory) for ``benchmarks/heldout.py --replica NAME``
 """
 
 from __future__ import annotations
@@ -140,14 +140,19 @@ def main() -> None:
     parser.add_argument("--server-lr", type=float, default=1.0)
     parser.add_argument("--fedbn", action="store_true")
     parser.add_argument("--save", action="store_true", help="keep the final models under runs/replica/NAME")
+    parser.add_argument("--results", type=Path, default=RESULTS, help=f"results folder (default {RESULTS})")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--central", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(1)
     history = central(args) if args.central else federated(args)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "caches"}
-    (RESULTS / f"{args.name}.json").write_text(
+    args.results.mkdir(parents=True, exist_ok=True)
+    config = {
+        k: (str(v) if isinstance(v, Path) else v)
+        for k, v in vars(args).items()
+        if k not in ("caches", "results")
+    }
+    (args.results / f"{args.name}.json").write_text(
         json.dumps({"args": config, "history": history}, indent=2) + "\n"
     )
 

@@ -5,7 +5,8 @@ up to 0.02. This script synthesises new patients with the same three scanners (a
 used), ingests them, and scores every final model of a bench work folder on all of them with the benchmark's
 own evaluator. For each run it reports the union Dice, its ratio to the central model's, and the mean paired
 per-case difference from the central model with a 95 % bootstrap interval over the cases. No model is
-trained again. Writes ``benchmarks/results/heldout.json``.
+trained again. A FedBN run has one model per site (``bench.site_models``): each held-out scanner's patients are
+scored with the model of the site with that scanner. Writes ``benchmarks/results/heldout.json``.
 
 ``--replica NAME`` (repeatable) adds the final models that ``benchmarks/fedavg_replica.py NAME ... --save`` kept,
 one per site: each held-out scanner's patients are scored with the model of the site with that scanner, as

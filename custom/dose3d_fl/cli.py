@@ -104,6 +104,21 @@ def _cmd_fl_resume(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_fl_site_model(args: argparse.Namespace) -> int:
+    from dose3d_fl.clinical.model_file import ModelFileError
+    from dose3d_fl.fl.site_model import write_site_model
+    from dose3d_fl.fl.site_trainer import site_state_folder
+
+    try:
+        folder = args.state or site_state_folder(args.site, args.workspace)
+        out = write_site_model(args.global_model, folder, args.out, args.profile)
+    except (ModelFileError, OSError, KeyError, ValueError) as err:
+        return _fail(str(err).strip("'\""))
+    print(out)
+    print(f"segment with it: dose3d segment --model {out} ...")
+    return 0
+
+
 def _cmd_fl_simulate_gan(args: argparse.Namespace) -> int:
     from dose3d_fl.fl.gan_job import DEFAULT_GAN_LOCAL_EPOCHS, DEFAULT_GAN_ROUNDS, GanJobConfig
     from dose3d_fl.fl.gan_simulate import GanSimulationConfig, format_gan_summary, simulate_gan
@@ -716,6 +731,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="parent folder of the resume job (default runs/resume)",
     )
     resume.set_defaults(func=_cmd_fl_resume)
+    site_model = fl.add_parser(
+        "site-model",
+        help="at a site after a FedBN job: the global model with this site's own BatchNorm, for dose3d segment",
+    )
+    site_model.add_argument(
+        "--global", dest="global_model", type=Path, required=True, help="FL_global_model.pt of the job"
+    )
+    site_model.add_argument("--out", type=Path, required=True, help="model file to write")
+    where = site_model.add_mutually_exclusive_group(required=True)
+    where.add_argument("--site", help="this site's NVFlare client name (its state: <cache_dir>/fl_state)")
+    where.add_argument("--state", type=Path, help="the site's local state folder, if not found by --site")
+    site_model.add_argument(
+        "--workspace", type=Path, default=None, help="the site's workspace (default: working directory)"
+    )
+    site_model.add_argument("--profile", default=None, help="profile of a model file that stores none")
+    site_model.set_defaults(func=_cmd_fl_site_model)
 
     bench = sub.add_parser(
         "bench",

@@ -11,9 +11,16 @@ import monai
 import pytest
 import torch
 
+from dose3d_fl.bench.runner import final_model_file, site_models_folder
+from dose3d_fl.bench.site_models import load_site_models
+from dose3d_fl.fl.fedbn import batch_norm_keys
+from dose3d_fl.seg.network import build_network
+from dose3d_fl.seg.profiles import get_profile
+
 pytestmark = pytest.mark.slow
 
 HELDOUT = Path(__file__).parents[2] / "benchmarks" / "heldout.py"
+REPLICA = Path(__file__).parents[2] / "benchmarks" / "fedavg_replica.py"
 
 RUNS = (
     "central",
@@ -22,6 +29,7 @@ RUNS = (
     "local-site-3",
     "fedavg",
     "fedavg-fp16",
+    "fedbn",
 )
 
 
@@ -67,6 +75,20 @@ def test_float16_halves_the_bytes(results) -> None:
     )
 
 
+def test_fedbn_is_scored_with_each_sites_own_norm_and_keeps_its_models(results) -> None:
+    _, root = results
+    models = load_site_models(site_models_folder(root / "work", "fedbn"))
+    assert set(models) == {"site-1", "site-2", "site-3"}
+    global_file = final_model_file(root / "work", "fedbn", "federated")
+    global_weights = torch.load(global_file, map_location="cpu", weights_only=True)["model"]
+    keys = batch_norm_keys(build_network(get_profile("cpu-small")))
+    for site, weights in models.items():
+        assert all(torch.equal(weights[k], global_weights[k]) for k in weights if k not in keys), site
+    # Each site trained its own BatchNorm: no two sites' running means agree.
+    means = [torch.cat([w[k] for k in sorted(keys) if k.endswith("running_mean")]) for w in models.values()]
+    assert not torch.equal(means[0], means[1]) and not torch.equal(means[1], means[2])
+
+
 def test_overhead_data_pipeline_and_memory_are_measured(results) -> None:
     data, _ = results
     fedavg = data["runs"]["fedavg"]
@@ -92,8 +114,15 @@ def test_the_markdown_report_has_every_table(results) -> None:
 
 
 def test_heldout_scores_every_final_model_on_new_patients(results) -> None:
-    """benchmarks/heldout.py on the quick bench's models: one new patient per scanner, paired to central."""
+    """benchmarks/heldout.py on the quick bench's models and a one-round FedBN replica on its sites: one new
+    patient per scanner, paired to central."""
     _, root = results
+    caches = [str(root / "work" / "data-3-sites" / "data" / "cache" / f"site-{k}") for k in (1, 2, 3)]
+    replica = [sys.executable, str(REPLICA), "r1", *caches, "--rounds", "1", "--local-epochs", "1", "--fedbn"]
+    replica += ["--save", "--results", str(root / "replica")]
+    subprocess.run(replica, check=True, capture_output=True, timeout=600, cwd=root)
+    history = json.loads((root / "replica" / "r1.json").read_text())["history"]
+    assert {"union_val_dice", "personal_union_val_dice"} <= set(history[-1])
     out = root / "heldout.json"
     command = [
         sys.executable,
@@ -104,10 +133,14 @@ def test_heldout_scores_every_final_model_on_new_patients(results) -> None:
         str(root / "results" / "quick.json"),
     ]
     subprocess.run(
-        [*command, "--patients", "1", "--out", str(out)], check=True, capture_output=True, timeout=600
+        [*command, "--patients", "1", "--replica", "r1", "--out", str(out)],
+        check=True,
+        capture_output=True,
+        timeout=600,
+        cwd=root,
     )
     runs = json.loads(out.read_text())["runs"]
-    assert set(runs) == set(RUNS)
+    assert set(runs) == {*RUNS, "r1", "r1/personal"}
     assert runs["central"]["over_central"] == 1.0
     assert runs["central"]["difference_from_central"]["mean"] == 0.0
     for run in runs.values():

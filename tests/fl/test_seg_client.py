@@ -65,3 +65,49 @@ def test_each_round_starts_adam_afresh_unless_the_job_keeps_its_moments(
         (first, *_) = runner.trainer.optimizer.state.values()
         assert int(first["step"]) == (sum(steps) if keep else steps[-1])
     assert [tag for tag, _, _ in writer.values].count("train_loss") == 2
+
+
+def _runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fedbn: bool) -> SiteRunner:
+    train = [write_case(tmp_path / "cache", f"t{i}", seed=i) for i in range(2)]
+    val = [write_case(tmp_path / "cache", "v0", seed=50)]
+    monkeypatch.setattr(
+        seg_client,
+        "build_site_trainer",
+        lambda site, profile, lr_scale=1.0: SegTrainer(train, val, TINY_PROFILE, num_threads=1),
+    )
+    monkeypatch.setattr(seg_client, "site_state_folder", lambda site: tmp_path / "state")
+    return SiteRunner("site-1", TINY_PROFILE.name, local_epochs=1, fedbn=fedbn)
+
+
+@pytest.mark.parametrize("fedbn", [False, True])
+def test_under_fedbn_the_site_keeps_its_batch_norm_and_takes_the_rest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fedbn: bool
+) -> None:
+    runner = _runner(tmp_path, monkeypatch, fedbn)
+    own = runner.trainer.get_weights()
+    incoming = {k: v + 1 if v.is_floating_point() else v + 3 for k, v in own.items()}
+    runner.load_global(runner.trainer, incoming)
+    loaded = runner.trainer.get_weights()
+    norm_keys = {k for k in own if ".adn.N." in k}
+    assert norm_keys and (runner.site_keys == norm_keys if fedbn else not runner.site_keys)
+    for key in own:
+        expected = own[key] if fedbn and key in norm_keys else incoming[key]
+        assert torch.equal(loaded[key], expected), key
+
+
+def test_a_restarted_fedbn_site_gets_its_own_batch_norm_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = _runner(tmp_path, monkeypatch, fedbn=True)
+    global_weights = first.trainer.get_weights()
+    first.train_round(FLModel(params=global_weights, current_round=0, total_rounds=2), _Scalars())
+    trained = first.trainer.get_weights()
+    keys = first.site_keys
+    assert any(not torch.equal(trained[k], global_weights[k]) for k in keys)  # training moved its norm
+    # A new process: a fresh trainer, the same state folder; round 1 restores round 0's state first.
+    second = _runner(tmp_path, monkeypatch, fedbn=True)
+    assert second.state.restore(second.trainer, 1)
+    second.load_global(second.trainer, global_weights)
+    loaded = second.trainer.get_weights()
+    assert all(torch.equal(loaded[k], trained[k]) for k in keys)
+    assert all(torch.equal(loaded[k], global_weights[k]) for k in loaded if k not in keys)

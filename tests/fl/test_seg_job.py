@@ -107,6 +107,14 @@ def test_plain_job_has_no_fedprox_and_full_transfer(tmp_path: Path) -> None:
     server, client = _exported_configs(tmp_path, SegJobConfig())
     assert "fedprox_mu" not in json.dumps(server) and "Float16" not in json.dumps([server, client])
     assert "DIFF" not in json.dumps(client["executors"])
+    assert "--fedbn" not in json.dumps(client)
+
+
+def test_fedbn_reaches_the_site_script_and_leaves_the_server_as_it_is(tmp_path: Path) -> None:
+    plain_server, _ = _exported_configs(tmp_path / "plain", SegJobConfig())
+    server, client = _exported_configs(tmp_path / "fedbn", SegJobConfig(fedbn=True))
+    assert "--fedbn" in json.dumps(client["executors"])
+    assert server == plain_server
 
 
 @pytest.mark.parametrize(
@@ -115,6 +123,7 @@ def test_plain_job_has_no_fedprox_and_full_transfer(tmp_path: Path) -> None:
         ({"transfer": "sparse"}, "transfer"),
         ({"quantization": "int4"}, "quantization"),
         ({"fedprox_mu": -1}, "fedprox"),
+        ({"fedbn": True, "profile": "cpu-small-dp"}, "instance normalisation"),
     ],
 )
 def test_invalid_variants_are_refused(change: dict, message: str) -> None:

@@ -114,8 +114,9 @@ class BenchConfig:
 
 # A smoke run of every part: fewer patients, 2 rounds x 1 epoch; its Dice figures mean nothing. Each
 # simulator run costs make test about 45 s (most of it start-up and shutdown), so the quick mode keeps the two
-# that differ on the wire: full weights and float16. DIFF adds NVFlare's DIFF to the full-weights path;
-# FedProx adds the proximal term, whose pieces tests/fl (test_seg_client, test_seg_job) check.
+# that differ on the wire, full weights and float16, and FedBN, the one scored differently (each site's own
+# model). DIFF adds NVFlare's DIFF to the full-weights path; FedProx adds the proximal term, whose pieces
+# tests/fl (test_seg_client, test_seg_job) check.
 QUICK = BenchConfig(
     name="quick",
     rounds=2,
@@ -123,6 +124,7 @@ QUICK = BenchConfig(
     variants=(
         ("fedavg", {}),
         ("fedavg-fp16", {"quantization": "float16"}),
+        ("fedbn", {"fedbn": True}),
     ),
     overhead_sites=(3,),
     overhead_rounds=2,
