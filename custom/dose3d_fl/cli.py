@@ -229,6 +229,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     results = run_benchmark(config, args.out, work)
     print((args.out / f"{config.name}.md").read_text())
     print(f"results: {args.out / f'{config.name}.json'} ({results['seconds']:.0f} s); runs and logs: {work}")
+    if results.get("failed_runs"):
+        return _fail(f"{len(results['failed_runs'])} run(s) failed: {', '.join(results['failed_runs'])}")
     return 0
 
 

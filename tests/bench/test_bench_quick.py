@@ -117,7 +117,8 @@ def test_heldout_scores_every_final_model_on_new_patients(results) -> None:
     """benchmarks/heldout.py on the quick bench's models and a one-round FedBN replica on its sites: one new
     patient per scanner, paired to central."""
     _, root = results
-    caches = [str(root / "work" / "data-3-sites" / "data" / "cache" / f"site-{k}") for k in (1, 2, 3)]
+    (data,) = (root / "work").glob("data-3-sites*")  # the quick bench's own patient counts in the name
+    caches = [str(data / "data" / "cache" / f"site-{k}") for k in (1, 2, 3)]
     replica = [sys.executable, str(REPLICA), "r1", *caches, "--rounds", "1", "--local-epochs", "1", "--fedbn"]
     replica += ["--save", "--results", str(root / "replica")]
     subprocess.run(replica, check=True, capture_output=True, timeout=600, cwd=root)

@@ -118,4 +118,8 @@ def format_report(results: dict[str, Any]) -> str:
         ),
     ):
         lines.append(f"| {label} | {_num(value)} | {target} |")
+    failed = results.get("failed_runs") or {}
+    if failed:
+        lines += ["", "## Failed runs (not in the tables above; their logs are in the work folder)", ""]
+        lines += [f"* `{name}`: {reason}" for name, reason in failed.items()]
     return "\n".join(lines) + "\n"

@@ -40,6 +40,7 @@ from dose3d_fl.bench.fl_figures import (
 from dose3d_fl.bench.measure import Measured, run_measured
 from dose3d_fl.bench.report import format_report
 from dose3d_fl.bench.site_models import SITE_MODELS, fedbn_site_models, save_site_models
+from dose3d_fl.data.discovery import one_line
 from dose3d_fl.fl import DEFAULT_LOCAL_EPOCHS, DEFAULT_ROUNDS
 from dose3d_fl.fl.seg_job import JOB_NAME
 from dose3d_fl.fl.simulate import prepare_site_data
@@ -284,11 +285,18 @@ def run_benchmark(config: BenchConfig, out_dir: Path, work_dir: Path) -> dict[st
             },
         )
 
+    # A federated run that fails costs only itself: the others still run and the results name the failure.
+    failed: dict[str, str] = {}
     fl_job = {"num_rounds": config.rounds, "local_epochs": config.local_epochs}
     for name, changes in config.variants:
-        measured, run_root = run_federated(name, data, work_dir, config.sites, config, {**fl_job, **changes})
-        fedbn = (caches, site_models_folder(work_dir, name)) if changes.get("fedbn") else None
-        runs[name] = _federated_run(name, measured, run_root, evaluator, config, fedbn)
+        try:
+            measured, run_root = run_federated(
+                name, data, work_dir, config.sites, config, {**fl_job, **changes}
+            )
+            fedbn = (caches, site_models_folder(work_dir, name)) if changes.get("fedbn") else None
+            runs[name] = _federated_run(name, measured, run_root, evaluator, config, fedbn)
+        except (RuntimeError, OSError, ValueError, KeyError) as err:
+            failed[name] = _failure(name, err)
 
     overhead_runs: dict[str, dict[str, Any]] = {}
     job = {"num_rounds": config.overhead_rounds, "local_epochs": config.overhead_local_epochs}
@@ -303,21 +311,33 @@ def run_benchmark(config: BenchConfig, out_dir: Path, work_dir: Path) -> dict[st
             continue
         count_data, _ = _site_data(work_dir, count, config.seed, config.patients)
         name = f"overhead-{count}-sites" + ("-nvflare-polling" if plan is not job else "")
-        measured, run_root = run_federated(name, count_data, work_dir, count, config, plan)
+        try:
+            measured, run_root = run_federated(name, count_data, work_dir, count, config, plan)
+            figures = overhead(round_figures(server_job_dir(run_root)))
+        except (RuntimeError, OSError, ValueError, KeyError) as err:
+            failed[name] = _failure(name, err)
+            continue
         overhead_runs[label] = {
             "run": name,
             "sites": count,
-            **overhead(round_figures(server_job_dir(run_root))),
+            **figures,
             "wall_seconds": measured.wall_seconds,
             "peak_rss_mib": measured.peak_rss_mib,
         }
 
     results = summarise(config, runs, overhead_runs, time.perf_counter() - started)
+    results["failed_runs"] = failed
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{config.name}.json").write_text(json.dumps(json_safe(results), indent=2) + "\n")
     (out_dir / f"{config.name}.md").write_text(format_report(results))
     logger.info("bench: wrote %s and %s", out_dir / f"{config.name}.json", out_dir / f"{config.name}.md")
     return results
+
+
+def _failure(name: str, err: BaseException) -> str:
+    reason = one_line(err, 400)
+    logger.error("bench: run %s failed, the benchmark goes on without it: %s", name, reason)
+    return reason
 
 
 def _federated_run(
