@@ -42,10 +42,8 @@ class _Scalars:
         self.values.append((tag, value, step))
 
 
-@pytest.mark.parametrize("keep", [False, True])
-def test_each_round_starts_adam_afresh_unless_the_job_keeps_its_moments(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keep: bool
-) -> None:
+def _runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **options: bool) -> SiteRunner:
+    """A site runner on two tiny training cases and one validation case, its state in ``tmp_path``."""
     train = [write_case(tmp_path / "cache", f"t{i}", seed=i) for i in range(2)]
     val = [write_case(tmp_path / "cache", "v0", seed=50)]
     # The site's own cached cases and state folder, without a site configuration file.
@@ -55,7 +53,14 @@ def test_each_round_starts_adam_afresh_unless_the_job_keeps_its_moments(
         lambda site, profile, lr_scale=1.0: SegTrainer(train, val, TINY_PROFILE, num_threads=1),
     )
     monkeypatch.setattr(seg_client, "site_state_folder", lambda site: tmp_path / "state")
-    runner = SiteRunner("site-1", TINY_PROFILE.name, local_epochs=1, keep_optimizer_state=keep)
+    return SiteRunner("site-1", TINY_PROFILE.name, local_epochs=1, **options)
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_each_round_starts_adam_afresh_unless_the_job_keeps_its_moments(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keep: bool
+) -> None:
+    runner = _runner(tmp_path, monkeypatch, keep_optimizer_state=keep)
     writer = _Scalars()
     steps = []
     for current_round in range(2):
@@ -67,23 +72,11 @@ def test_each_round_starts_adam_afresh_unless_the_job_keeps_its_moments(
     assert [tag for tag, _, _ in writer.values].count("train_loss") == 2
 
 
-def _runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fedbn: bool) -> SiteRunner:
-    train = [write_case(tmp_path / "cache", f"t{i}", seed=i) for i in range(2)]
-    val = [write_case(tmp_path / "cache", "v0", seed=50)]
-    monkeypatch.setattr(
-        seg_client,
-        "build_site_trainer",
-        lambda site, profile, lr_scale=1.0: SegTrainer(train, val, TINY_PROFILE, num_threads=1),
-    )
-    monkeypatch.setattr(seg_client, "site_state_folder", lambda site: tmp_path / "state")
-    return SiteRunner("site-1", TINY_PROFILE.name, local_epochs=1, fedbn=fedbn)
-
-
 @pytest.mark.parametrize("fedbn", [False, True])
 def test_under_fedbn_the_site_keeps_its_batch_norm_and_takes_the_rest(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fedbn: bool
 ) -> None:
-    runner = _runner(tmp_path, monkeypatch, fedbn)
+    runner = _runner(tmp_path, monkeypatch, fedbn=fedbn)
     own = runner.trainer.get_weights()
     incoming = {k: v + 1 if v.is_floating_point() else v + 3 for k, v in own.items()}
     runner.load_global(runner.trainer, incoming)

@@ -10,7 +10,7 @@ import torch
 from dose3d_fl.cli import main
 from dose3d_fl.clinical.model_file import load_segmentation_model
 from dose3d_fl.fl.fedbn import batch_norm_keys
-from dose3d_fl.fl.site_model import latest_site_state, write_site_model
+from dose3d_fl.fl.site_model import write_site_model
 from dose3d_fl.fl.site_state import SiteState
 from dose3d_fl.seg.checkpoint import SegCheckpoint, save_checkpoint
 from dose3d_fl.seg.network import build_network
@@ -36,7 +36,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict, di
 
 def test_the_site_model_is_the_global_model_with_the_newest_site_norm(site, tmp_path: Path) -> None:
     global_file, folder, global_weights, site_weights = site
-    assert latest_site_state(folder, TINY_PROFILE.name)[1] == 4
+    assert SiteState(folder, TINY_PROFILE.name).latest_round() == 4
     out = write_site_model(global_file, folder, tmp_path / "model.pt")
     model = load_segmentation_model(out)
     assert model.profile == TINY_PROFILE  # dose3d segment reads the profile from the file

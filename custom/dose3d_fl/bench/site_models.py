@@ -40,10 +40,7 @@ def fedbn_site_models(
     keys = batch_norm_keys(build_network(profile))
     models = {}
     for cache in caches:
-        path = SiteState(Path(cache) / STATE_DIR, profile.name).path(last_round)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no local state of round {last_round} at site {cache.name}")
-        site_weights = torch.load(path, map_location="cpu", weights_only=False)["model"]
+        site_weights = SiteState(Path(cache) / STATE_DIR, profile.name).weights(last_round)
         models[Path(cache).name] = with_site_norm(global_weights, site_weights, keys)
     return models
 

@@ -128,10 +128,10 @@ class SegJobConfig:
             raise ValueError(f"local_lr_scale must be > 0, got {self.local_lr_scale}")
         if self.result_poll_interval <= 0:
             raise ValueError(f"result_poll_interval must be > 0 s, got {self.result_poll_interval}")
-        if self.fedbn and get_profile(self.profile).norm != "batch":
+        if self.fedbn and (norm := get_profile(self.profile).norm) != "batch":
             raise ValueError(
-                f"fedbn keeps the sites' BatchNorm layers, but profile {self.profile!r} uses "
-                f"{get_profile(self.profile).norm} normalisation; choose a profile with batch normalisation"
+                f"fedbn keeps the sites' BatchNorm layers, but profile {self.profile!r} uses {norm} "
+                "normalisation; choose a profile with batch normalisation"
             )
 
 

@@ -9,38 +9,15 @@ checkpoint that ``dose3d segment`` reads; ``dose3d fl site-model`` runs it at th
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
-
-import torch
 
 from dose3d_fl.clinical.model_file import load_segmentation_model
 from dose3d_fl.fl.fedbn import batch_norm_keys, with_site_norm
+from dose3d_fl.fl.site_state import SiteState
 from dose3d_fl.seg.checkpoint import SegCheckpoint, save_checkpoint
 from dose3d_fl.seg.network import build_network
 
 logger = logging.getLogger(__name__)
-
-
-def latest_site_state(folder: Path, profile_name: str) -> tuple[Path, int]:
-    """The site's newest saved local state of ``profile_name`` and its round.
-
-    Raises:
-        FileNotFoundError: no state of that profile in ``folder``.
-    """
-    pattern = re.compile(rf"{re.escape(profile_name)}\.round(\d+)\.pt")
-    found = [
-        (int(match.group(1)), path)
-        for path in Path(folder).glob(f"{profile_name}.round*.pt")
-        if (match := pattern.fullmatch(path.name))
-    ]
-    if not found:
-        raise FileNotFoundError(
-            f"{folder}: no local training state of profile {profile_name!r}; this site has not trained in a "
-            "federated job of that profile (or its state was removed)"
-        )
-    current_round, path = max(found)
-    return path, current_round
 
 
 def write_site_model(global_file: Path, state_folder: Path, out: Path, profile: str | None = None) -> Path:
@@ -58,10 +35,10 @@ def write_site_model(global_file: Path, state_folder: Path, out: Path, profile: 
         KeyError: the site's state lacks BatchNorm tensors of the network.
     """
     model = load_segmentation_model(global_file, profile)
-    state, current_round = latest_site_state(state_folder, model.profile.name)
-    site_weights = torch.load(state, map_location="cpu", weights_only=False)["model"]
+    state = SiteState(state_folder, model.profile.name)
+    current_round = state.latest_round()
     keys = batch_norm_keys(build_network(model.profile))
-    weights = with_site_norm(model.weights, site_weights, keys)
+    weights = with_site_norm(model.weights, state.weights(current_round), keys)
     meta = {"global_model": Path(global_file).name, "site_norm_round": current_round, "fedbn": True}
     save_checkpoint(out, SegCheckpoint(weights, model.profile, meta))
     logger.info("wrote %s: %s with the site's BatchNorm of round %d", out, global_file, current_round)

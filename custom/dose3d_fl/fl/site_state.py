@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,36 @@ class SiteState:
             if old not in (path, self.path(current_round - 1)):
                 old.unlink(missing_ok=True)
         return path
+
+    def latest_round(self) -> int:
+        """The newest round with a saved state.
+
+        Raises:
+            FileNotFoundError: no state of this profile in the folder.
+        """
+        pattern = re.compile(rf"{re.escape(self.profile_name)}\.round(\d+)\.pt")
+        rounds = [
+            int(match.group(1))
+            for path in self.folder.glob(f"{self.profile_name}.round*.pt")
+            if (match := pattern.fullmatch(path.name))
+        ]
+        if not rounds:
+            raise FileNotFoundError(
+                f"{self.folder}: no local training state of profile {self.profile_name!r}; this site has not "
+                "trained in a federated job of that profile (or its state was removed)"
+            )
+        return max(rounds)
+
+    def weights(self, current_round: int) -> dict[str, torch.Tensor]:
+        """The site's model weights saved after local round ``current_round``.
+
+        Raises:
+            FileNotFoundError: no state of that round.
+        """
+        path = self.path(current_round)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no local state of round {current_round}")
+        return torch.load(path, map_location="cpu", weights_only=False)["model"]
 
     def restore(self, trainer: SegTrainer, next_round: int) -> bool:
         """Load the state saved after round ``next_round - 1`` into a trainer that has not trained yet.
