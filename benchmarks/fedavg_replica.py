@@ -17,7 +17,7 @@ the job itself is measured by ``dose3d bench``. ``--central`` trains the pooled 
 
 The sites share one process and its random stream, so a replica's crops differ from the simulator's; it is
 deterministic for its arguments. This is how ``SegJobConfig.keep_optimizer_state`` and ``local_lr_scale``
-were chosen (README, Performance).
+were chosen (docs/performance.md).
 
 usage: python benchmarks/fedavg_replica.py NAME CACHE [CACHE ...] [--rounds 25] [--local-epochs 4]
        [--lr-scale 1] [--keep-optimizer-state] [--fedprox-mu 0] [--server-momentum 0] [--server-lr 1]
@@ -39,12 +39,13 @@ from nvflare.app_common.app_constant import AlgorithmConstants
 
 from dose3d_fl.bench.evaluate import Evaluator
 from dose3d_fl.bench.site_models import save_site_models
-from dose3d_fl.fl.fedbn import batch_norm_keys, with_site_norm
-from dose3d_fl.fl.seg_client import fedprox_term
-from dose3d_fl.fl.update_checks import is_running_statistic
+from dose3d_fl.data.cases import load_site_cases
+from dose3d_fl.fl.server.update_checks import is_running_statistic
+from dose3d_fl.fl.site.fedbn import batch_norm_keys, with_site_norm
+from dose3d_fl.fl.site.seg_client import fedprox_term
 from dose3d_fl.seg.profiles import get_profile
 from dose3d_fl.seg.trainer import SegTrainer
-from dose3d_fl.seg.training_run import load_site_cases, train_on_caches
+from dose3d_fl.seg.training_run import train_on_caches
 
 RESULTS = Path(__file__).parent / "results" / "replica"
 SAVED = Path("runs") / "replica"

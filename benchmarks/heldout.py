@@ -31,11 +31,11 @@ import numpy as np
 from dose3d_fl.bench.evaluate import Evaluator
 from dose3d_fl.bench.runner import final_model_file, machine, site_models_folder
 from dose3d_fl.bench.site_models import load_site_models
+from dose3d_fl.data.cases import SiteCases
 from dose3d_fl.data.manifest import Manifest
-from dose3d_fl.fl.simulate import prepare_site_data
+from dose3d_fl.data.split import SiteSplit, split_cases
 from dose3d_fl.seg.profiles import get_profile
-from dose3d_fl.seg.split import SiteSplit, split_cases
-from dose3d_fl.seg.training_run import SiteCases
+from dose3d_fl.synth.demo_sites import prepare_site_data
 
 RESULTS = Path(__file__).parent / "results" / "heldout.json"
 REPLICAS = Path("runs") / "replica"

@@ -25,7 +25,7 @@ from pathlib import Path
 from dose3d_fl.bench.fl_figures import overhead, round_figures
 from dose3d_fl.bench.runner import federated_command, machine, server_job_dir, sim_root
 from dose3d_fl.fl.seg_job import TASK_CHECK_PERIOD
-from dose3d_fl.fl.simulate import prepare_site_data
+from dose3d_fl.synth.demo_sites import prepare_site_data
 
 RESULTS = Path(__file__).parent / "results" / "polling.json"
 FIGURES = (

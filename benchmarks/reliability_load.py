@@ -1,6 +1,6 @@
 """Load: 8 simulated sites x a tiny model x 5 rounds of ResilientFedAvg; the server's peak memory.
 
-The sites run the probe client of the ResilientFedAvg tests (``tests/fl/resilient_job/probe_client.py``: it
+The sites run the probe client of the ResilientFedAvg tests (``tests/fl/server/resilient_job/probe_client.py``: it
 adds a step to the weights it receives, no training), so the run measures orchestration and aggregation:
 the model is the ``cpu-small`` UNet (151 k parameters). The simulator's processes are sampled every 0.2 s;
 the server is the simulator process that is not a client worker. Writes
@@ -24,13 +24,14 @@ from nvflare.recipe import SimEnv
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from dose3d_fl.fl.resilient import CHECKPOINT_DIR_ENV  # noqa: E402
-from dose3d_fl.fl.seg_job import SegFedAvgRecipe, _inside  # noqa: E402
+from dose3d_fl.fl.export import in_script_folder  # noqa: E402
+from dose3d_fl.fl.seg_job import SegFedAvgRecipe  # noqa: E402
+from dose3d_fl.fl.server.resilient import CHECKPOINT_DIR_ENV  # noqa: E402
 from dose3d_fl.seg.network import network_args  # noqa: E402
 from dose3d_fl.seg.profiles import get_profile  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "reliability_load.json"
-PROBE_DIR = REPO / "tests" / "fl" / "resilient_job"
+PROBE_DIR = REPO / "tests" / "fl" / "server" / "resilient_job"
 SITES, ROUNDS = 8, 5
 
 
@@ -64,7 +65,7 @@ def main() -> None:
     profile = get_profile("cpu-small")
     with tempfile.TemporaryDirectory() as tmp:
         os.environ[CHECKPOINT_DIR_ENV] = str(Path(tmp) / "checkpoints")
-        with _inside(PROBE_DIR):
+        with in_script_folder(PROBE_DIR):
             recipe = SegFedAvgRecipe(
                 name="load",
                 model={

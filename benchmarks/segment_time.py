@@ -28,13 +28,13 @@ import torch
 from pydicom.uid import generate_uid
 from scipy.ndimage import zoom
 
-from dose3d_fl.data.ct_writer import CTSeriesSpec, build_ct_slices
 from dose3d_fl.data.geometry import VolumeGeometry
-from dose3d_fl.data.scanner import scanner_for_site
-from dose3d_fl.data.synth import patient_identity, synthesize_federation, synthesize_patient
 from dose3d_fl.seg.checkpoint import SegCheckpoint, save_checkpoint
 from dose3d_fl.seg.network import build_network
 from dose3d_fl.seg.profiles import get_profile
+from dose3d_fl.synth.ct_writer import CTSeriesSpec, build_ct_slices
+from dose3d_fl.synth.hospital import patient_identity, synthesize_federation, synthesize_patient
+from dose3d_fl.synth.scanner import scanner_for_site
 
 RESULTS = Path(__file__).parent / "results" / "segment_time.json"
 DOSE3D = Path(sys.executable).with_name("dose3d")

@@ -13,7 +13,7 @@ import torch
 
 from dose3d_fl.bench.runner import final_model_file, site_models_folder
 from dose3d_fl.bench.site_models import load_site_models
-from dose3d_fl.fl.fedbn import batch_norm_keys
+from dose3d_fl.fl.site.fedbn import batch_norm_keys
 from dose3d_fl.seg.network import build_network
 from dose3d_fl.seg.profiles import get_profile
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from dose3d_fl.bench.runner import server_job_dir, sim_root
-from dose3d_fl.fl.transfer_log import LOG_NAME
+from dose3d_fl.fl.server.transfer_log import LOG_NAME
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_check.sh"
 

@@ -18,8 +18,8 @@ from dose3d_fl.cli import main
 from dose3d_fl.clinical.ct_input import load_input_series
 from dose3d_fl.clinical.segment import MASK_NAME, PREVIEW_NAME, RTSTRUCT_NAME, SEG_NAME
 from dose3d_fl.data.manifest import Manifest
-from dose3d_fl.data.scanner import scanner_for_site
-from dose3d_fl.data.synth import patient_identity, synthesize_patient, write_study
+from dose3d_fl.synth.hospital import patient_identity, synthesize_patient, write_study
+from dose3d_fl.synth.scanner import scanner_for_site
 from tests.clinical.trained_site import TrainedSite, dice, load_mask
 
 pytestmark = pytest.mark.slow

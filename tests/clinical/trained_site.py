@@ -14,10 +14,10 @@ import numpy as np
 import torch
 
 from dose3d_fl.data.ingest import ingest_site
-from dose3d_fl.data.synth import synthesize_federation
+from dose3d_fl.data.split import draw_split
 from dose3d_fl.seg.profiles import get_profile
-from dose3d_fl.seg.split import draw_split
 from dose3d_fl.seg.training_run import MODEL_NAME, train_on_caches
+from dose3d_fl.synth.hospital import synthesize_federation
 
 # 12 patients (11 train, 1 validation) x 30 epochs: the smallest setting measured to segment held-out
 # patients above Dice 0.85 with margin (6 patients x 40 epochs, or 9 training patients x 30 epochs, gave

@@ -17,11 +17,11 @@ from pydicom.dataset import FileDataset
 from pydicom.uid import generate_uid
 
 from dose3d_fl.data.contours import polygons_from_field
-from dose3d_fl.data.ct_writer import CTSeriesSpec, StudyIdentity, build_ct_slices
 from dose3d_fl.data.geometry import VolumeGeometry
 from dose3d_fl.data.ingest import IngestConfig, IngestError, ingest_site
 from dose3d_fl.data.manifest import CaseEntry, Manifest, Rejection
 from dose3d_fl.data.rtstruct import RoiContours, build_rtstruct
+from dose3d_fl.synth.ct_writer import CTSeriesSpec, StudyIdentity, build_ct_slices
 
 CENTRE = np.array([10.0, -5.0, 0.0])
 SEMI_AXES = np.array([40.0, 25.0, 30.0])

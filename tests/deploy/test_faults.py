@@ -28,6 +28,7 @@ import psutil
 import pytest
 import torch
 
+from dose3d_fl.data.split import load_or_create_split, split_cases
 from dose3d_fl.deploy import admin
 from dose3d_fl.deploy.poc import PROJECT_ADMIN, PocConfig, poc_down, poc_up
 from dose3d_fl.deploy.processes import (
@@ -38,11 +39,10 @@ from dose3d_fl.deploy.processes import (
     wait_for_port,
 )
 from dose3d_fl.deploy.provision import StartupKits
-from dose3d_fl.fl.resilient import checkpoint_path, load_resume_checkpoint
-from dose3d_fl.fl.resume import make_resume_job
 from dose3d_fl.fl.seg_job import JOB_NAME, SegJobConfig, export_seg_job
+from dose3d_fl.fl.server.resilient import checkpoint_path, load_resume_checkpoint
+from dose3d_fl.fl.server.resume import make_resume_job
 from dose3d_fl.seg.profiles import get_profile
-from dose3d_fl.seg.split import load_or_create_split, split_cases
 from dose3d_fl.seg.trainer import SegTrainer
 from tests.deploy.conftest import REPO, make_tiny_cache
 

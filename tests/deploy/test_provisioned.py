@@ -29,8 +29,8 @@ from dose3d_fl.deploy.processes import (
     wait_for_port,
 )
 from dose3d_fl.deploy.provision import ProvisionConfig, StartupKits, provision
-from dose3d_fl.fl.site_config import SITE_CONFIG_NAME, SiteConfig
-from dose3d_fl.fl.transfer_log import LOG_NAME, verify_chain
+from dose3d_fl.fl.server.transfer_log import LOG_NAME, verify_chain
+from dose3d_fl.fl.site.config import SITE_CONFIG_NAME, SiteConfig
 from tests.deploy.conftest import REPO, make_tiny_cache
 
 pytestmark = [pytest.mark.slow, pytest.mark.deploy]

@@ -13,9 +13,9 @@ from nvflare.apis.fl_constant import FilterKey, FLContextKey
 from nvflare.apis.fl_context import FLContext
 from nvflare.apis.shareable import Shareable
 
-from dose3d_fl.fl.payload import as_array, like
-from dose3d_fl.fl.site_filters import ReceivedModels
-from dose3d_fl.fl.update_checks import is_running_statistic
+from dose3d_fl.fl.policy.filters import ReceivedModels
+from dose3d_fl.fl.policy.payload import as_array, like
+from dose3d_fl.fl.server.update_checks import is_running_statistic
 
 
 class PoisonUpdate(Filter):

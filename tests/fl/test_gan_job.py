@@ -31,7 +31,7 @@ def test_job_runs_the_segmentation_controller_on_the_generator_alone() -> None:
     server = json.loads((COMMITTED / "app" / "config" / "config_fed_server.json").read_text())
     client = json.loads((COMMITTED / "app" / "config" / "config_fed_client.json").read_text())
     text = json.dumps(server)
-    assert server["workflows"][0]["path"] == "dose3d_fl.fl.controller.SegFedAvg"
+    assert server["workflows"][0]["path"] == "dose3d_fl.fl.server.controller.SegFedAvg"
     assert '"key_metric": "gan_mmd"' in text and '"negate_key_metric": true' in text  # lower MMD is better
     assert "dose3d_fl.gan.network.SeededGenerator" in text  # generator-only: the critic stays at the sites
     (executor,) = client["executors"]

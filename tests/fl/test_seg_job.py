@@ -57,7 +57,7 @@ def test_job_timeouts_fit_3d_training() -> None:
 
 
 def test_job_tolerates_a_site_dropping_out() -> None:
-    """ResilientFedAvg: a round closes after round_timeout with min_responses results (README, Reliability)."""
+    """ResilientFedAvg: a round closes after round_timeout with min_responses results (docs/reliability.md)."""
     server = json.loads((COMMITTED / "app" / "config" / "config_fed_server.json").read_text())
     (controller,) = [w for w in server["workflows"] if w["id"] == "controller"]
     args = controller["args"]
@@ -66,7 +66,7 @@ def test_job_tolerates_a_site_dropping_out() -> None:
 
 
 def test_sites_ask_for_the_next_round_every_half_second() -> None:
-    """NVFlare's 2 s task request interval was most of the per-round overhead (README, Performance)."""
+    """NVFlare's 2 s task request interval was most of the per-round overhead (docs/performance.md)."""
     server = json.loads((COMMITTED / "app" / "config" / "config_fed_server.json").read_text())
     (controller,) = [w for w in server["workflows"] if w["id"] == "controller"]
     assert server["server"]["task_request_interval"] <= 0.5
@@ -74,16 +74,17 @@ def test_sites_ask_for_the_next_round_every_half_second() -> None:
 
 
 def test_sites_check_for_tasks_and_results_every_50_ms() -> None:
-    """The in-process Client API's own 0.5 s waits are shortened (dose3d_fl.fl.client_polling)."""
+    """The in-process Client API's own 0.5 s waits are shortened (dose3d_fl.fl.site.polling)."""
     client = json.loads((COMMITTED / "app" / "config" / "config_fed_client.json").read_text())
     (executor,) = client["executors"]
     assert "--result-poll 0.05" in executor["executor"]["args"]["task_script_args"]
 
 
 def _exported_configs(tmp_path: Path, config: SegJobConfig) -> tuple[dict, dict]:
-    from dose3d_fl.fl.seg_job import export_recipe
+    from dose3d_fl.fl.export import export_recipe
+    from dose3d_fl.fl.seg_job import CLIENT_SCRIPT
 
-    job = export_recipe(build_seg_recipe(config), JOB_NAME, tmp_path)
+    job = export_recipe(build_seg_recipe(config), JOB_NAME, tmp_path, CLIENT_SCRIPT.parent)
     return (
         json.loads((job / "app" / "config" / "config_fed_server.json").read_text()),
         json.loads((job / "app" / "config" / "config_fed_client.json").read_text()),

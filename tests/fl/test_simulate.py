@@ -51,7 +51,7 @@ def test_simulator_job_trains_validates_and_cross_evaluates(tmp_path: Path) -> N
     assert summary["final_val_dice"] > initial_dice + 0.1, (initial_dice, summary)
     assert json.loads((tmp_path / "summary.json").read_text()) == summary
 
-    # One concise line per round at the server (dose3d_fl.fl.controller), in its log.
+    # One concise line per round at the server (dose3d_fl.fl.server.controller), in its log.
     server_log = (tmp_path / "sim" / JOB_NAME / "server" / "log.txt").read_text()
     assert re.findall(r" - rounds - INFO - (round \d+/\d+): 2 site\(s\), Dice", server_log) == [
         "round 1/2",

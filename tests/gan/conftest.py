@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from dose3d_fl.data.split import load_or_create_split, split_cases
 from dose3d_fl.gan.profiles import get_gan_profile
 from dose3d_fl.gan.trainer import GanTrainer
-from dose3d_fl.seg.split import load_or_create_split, split_cases
 from tests.seg.cases import write_cache
 
 TINY = get_gan_profile("cpu-tiny")

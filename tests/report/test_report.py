@@ -9,6 +9,7 @@ import re
 import shutil
 import signal
 import subprocess
+from html import unescape
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,8 @@ import torch
 from PIL import Image
 
 from dose3d_fl.cli import main
+from dose3d_fl.report.html import Section, figure, paragraph, render_page, table
+from dose3d_fl.report.overlays import case_dice
 from tests.clinical.trained_site import TrainedSite
 
 pytestmark = pytest.mark.slow
@@ -84,7 +87,9 @@ def test_report_of_a_simulator_workspace(workspace: Path, trained_site: TrainedS
     ):
         assert f"{value:.4f}" in html
     assert "central (1 sites pooled)" not in html and "local (site-1)" in html
-    assert "profile &#x27;cpu-small&#x27; (named by the job&#x27;s client configuration)" in html
+    # Text is escaped (an apostrophe becomes an entity) and reads as written once unescaped.
+    assert "'cpu-small'" not in html
+    assert "profile 'cpu-small' (named by the job's client configuration)" in unescape(html)
 
 
 def test_report_renders_in_headless_chromium(workspace: Path, tmp_path: Path) -> None:
@@ -160,7 +165,7 @@ def test_a_summary_of_another_run_is_not_used(downloaded_result: Path, tmp_path:
     out = tmp_path / "report"
     assert main(["report", str(downloaded_result), "--out", str(out)]) == 0
     html = (out / "report.html").read_text()
-    assert "global (NVFlare aggregate)" in html and "all sites&#x27; validation cases" not in html
+    assert "global (NVFlare aggregate)" in html and "all sites' validation cases" not in unescape(html)
 
 
 def test_gan_and_privacy_sections_appear_with_their_files(downloaded_result: Path, tmp_path: Path) -> None:
@@ -200,3 +205,30 @@ def test_report_errors_are_one_line(
         assert error.count("\n") == 1 and expected in error, error
     assert main(["report", str(downloaded_result), "--compare", f"local={tmp_path / 'empty'}"]) == 2
     assert "metrics.json not found" in capsys.readouterr().err
+
+
+def test_case_dice_is_zero_without_a_label() -> None:
+    empty, cube = np.zeros((6, 6, 6), dtype=bool), np.zeros((6, 6, 6), dtype=bool)
+    cube[1:4, 1:4, 1:4] = True
+    half = cube.copy()
+    half[1:4, 1:4, 1] = False
+    assert case_dice(cube, cube) == 1.0 and case_dice(empty, cube) == 0.0
+    assert case_dice(empty, empty) == 0.0 and case_dice(cube, empty) == 0.0  # MONAI's NaN, shown as 0
+    assert case_dice(half, cube) == pytest.approx(2 * 18 / (18 + 27))
+
+
+def test_page_elements_are_escaped_and_numbers_formatted() -> None:
+    cells = table(["a<b", "n"], [["x & 'y'", 0.123456], [3, None], [True, "plain"]])
+    assert cells == (
+        "<table><thead><tr><th>a&lt;b</th><th>n</th></tr></thead><tbody>"
+        '<tr><td>x &amp; &#39;y&#39;</td><td class="num">0.1235</td></tr>'
+        '<tr><td class="num">3</td><td class="num">&ndash;</td></tr>'
+        '<tr><td class="num">True</td><td>plain</td></tr></tbody></table>'
+    )
+    assert paragraph("<b>", "note") == '<p class="note">&lt;b&gt;</p>' and paragraph("t") == "<p>t</p>"
+    assert figure("a.png", "c<", 'q"') == (
+        '<figure><img src="a.png" alt="q&#34;"><figcaption>c&lt;</figcaption></figure>'
+    )
+    page = render_page("T<", "s&", [Section("S", cells)])
+    assert "<title>T&lt;</title>" in page and '<p class="note">s&amp;</p>' in page
+    assert f"<section><h2>S</h2>\n{cells}\n</section>\n</body>\n</html>\n" in page

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from dose3d_fl.data.split import load_or_create_split, split_cases
 from dose3d_fl.gan.sampling import write_samples
 from dose3d_fl.gan.trainer import GanTrainer
-from dose3d_fl.seg.split import load_or_create_split, split_cases
 from dose3d_fl.seg.synthetic import SyntheticMix, mix_training_cases, synthetic_cases
 from dose3d_fl.seg.training_run import train_on_caches
 from tests.gan.conftest import TINY

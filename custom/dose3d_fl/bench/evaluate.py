@@ -9,9 +9,9 @@ from pathlib import Path
 import torch
 
 from dose3d_fl.clinical.model_file import load_segmentation_model
+from dose3d_fl.data.cases import SiteCases
 from dose3d_fl.seg.profiles import SegProfile
 from dose3d_fl.seg.trainer import SegTrainer
-from dose3d_fl.seg.training_run import SiteCases
 
 
 class Evaluator:

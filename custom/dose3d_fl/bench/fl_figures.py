@@ -3,7 +3,7 @@
 * ``metrics/round_times.jsonl`` (``SegFedAvg``): when each round ended, on the server's clock.
 * ``metrics/round_metrics.jsonl`` (NVFlare's FedAvg): what each site reported for the round, including the
   seconds it spent validating, training and caching (``seg_client``).
-* ``wire_bytes.jsonl`` in each workspace (``bench.wire.WireMeter``): the size of every model message sent.
+* ``wire_bytes.jsonl`` in each workspace (``fl.wire_meter.WireMeter``): the size of every model message sent.
 
 Orchestration overhead follows the issue's definition: the federated wall time divided by the compute
 measured inside the sites, per round the slowest site's (validation + training + first-round caching); the
@@ -18,8 +18,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from dose3d_fl.bench.wire import WIRE_LOG
-from dose3d_fl.fl.controller import ROUND_TIMES_NAME
+from dose3d_fl.fl.server.controller import ROUND_TIMES_NAME
+from dose3d_fl.fl.wire_meter import WIRE_LOG
 
 COMPUTE_METRICS = ("val_seconds", "train_seconds", "cache_seconds")
 

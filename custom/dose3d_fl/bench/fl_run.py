@@ -12,19 +12,9 @@ import logging
 import sys
 from pathlib import Path
 
-from nvflare.app_opt.pt.recipes.fedavg import FedAvgRecipe
-
-from dose3d_fl.bench.wire import WireMeter
-from dose3d_fl.fl.privacy_policy import JOB_TASKS
 from dose3d_fl.fl.seg_job import SegJobConfig
 from dose3d_fl.fl.simulate import SimulationConfig, simulate_seg
-
-
-def add_wire_meters(recipe: FedAvgRecipe) -> None:
-    """Record every model message's size where it leaves: last result filter at the sites, last task data
-    filter at the server (after the site policy and any quantisation)."""
-    recipe.add_client_output_filter(WireMeter(), tasks=list(JOB_TASKS))
-    recipe.add_server_output_filter(WireMeter(), tasks=list(JOB_TASKS))
+from dose3d_fl.fl.wire_meter import add_wire_meters
 
 
 def run(workspace: Path, sites: int, seed: int, job: SegJobConfig) -> dict:

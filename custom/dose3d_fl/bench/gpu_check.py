@@ -48,9 +48,9 @@ def train_speed(
     """
     import torch
 
+    from dose3d_fl.data.cases import IMAGE, LABEL, load_site_cases
     from dose3d_fl.seg.profiles import get_profile
-    from dose3d_fl.seg.trainer import IMAGE, LABEL, SegTrainer
-    from dose3d_fl.seg.training_run import load_site_cases
+    from dose3d_fl.seg.trainer import SegTrainer
 
     profile = get_profile(profile_name)
     profile = dataclasses.replace(profile, amp=profile.amp and amp)
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    from dose3d_fl.fl.simulate import prepare_site_data
+    from dose3d_fl.synth.demo_sites import prepare_site_data
 
     caches = prepare_site_data(args.work, sites=2, seed=0)
     results: dict[str, Any] = {

@@ -40,12 +40,14 @@ from dose3d_fl.bench.fl_figures import (
 from dose3d_fl.bench.measure import Measured, run_measured
 from dose3d_fl.bench.report import format_report
 from dose3d_fl.bench.site_models import SITE_MODELS, fedbn_site_models, save_site_models
+from dose3d_fl.data.cases import load_site_cases
 from dose3d_fl.data.discovery import one_line
+from dose3d_fl.files import json_safe
 from dose3d_fl.fl import DEFAULT_LOCAL_EPOCHS, DEFAULT_ROUNDS
 from dose3d_fl.fl.seg_job import JOB_NAME
-from dose3d_fl.fl.simulate import prepare_site_data
 from dose3d_fl.seg.profiles import DEFAULT_PROFILE, get_profile
-from dose3d_fl.seg.training_run import METRICS_NAME, MODEL_NAME, json_safe, load_site_cases
+from dose3d_fl.seg.training_run import METRICS_NAME, MODEL_NAME
+from dose3d_fl.synth.demo_sites import prepare_site_data
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """A FedBN run's models, one per site: the final global weights with each site's own BatchNorm layers.
 
-Under FedBN (``dose3d_fl.fl.fedbn``) no single model is the federation's result: a site uses the global model
+Under FedBN (``dose3d_fl.fl.site.fedbn``) no single model is the federation's result: a site uses the global model
 with its own normalisation. The benchmark scores each site's validation cases with that site's model, and
 keeps the models in the run's work folder (``SITE_MODELS``) for ``benchmarks/heldout.py``, because the sites'
 saved states in the shared data caches are overwritten by the next run.
@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 
 from dose3d_fl.clinical.model_file import load_segmentation_model
-from dose3d_fl.fl.fedbn import batch_norm_keys, with_site_norm
-from dose3d_fl.fl.site_state import STATE_DIR, SiteState
+from dose3d_fl.fl.site.fedbn import batch_norm_keys, with_site_norm
+from dose3d_fl.fl.site.state import STATE_DIR, SiteState
 from dose3d_fl.seg.network import build_network
 from dose3d_fl.seg.profiles import SegProfile
 

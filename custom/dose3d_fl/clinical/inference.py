@@ -22,10 +22,11 @@ from monai.transforms import Invertd
 
 from dose3d_fl.clinical.model_file import ModelFileError, SegmentationModel
 from dose3d_fl.clinical.postprocess import clean_organ_mask
+from dose3d_fl.data.cases import IMAGE
 from dose3d_fl.data.ct_series import CTVolume
 from dose3d_fl.data.discovery import one_line
 from dose3d_fl.seg.trainer import SegTrainer
-from dose3d_fl.seg.transforms import IMAGE, eval_transforms
+from dose3d_fl.seg.transforms import eval_transforms
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +20,7 @@ from dose3d_fl.data.ct_series import CaseRejectedError, CTVolume, check_ct_geome
 from dose3d_fl.data.discovery import DicomInventory, SeriesFiles, discover_dicom, one_line
 from dose3d_fl.data.manifest import CaseEntry, Manifest, Rejection
 from dose3d_fl.data.rtstruct import StructureSet, rasterise_contours, read_structure_set
+from dose3d_fl.files import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -275,13 +274,8 @@ def _save_nifti(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
     image.set_sform(affine, code=1)
     image.header.set_xyzt_units("mm")
     # Write beside the target and rename, so an interrupted run never leaves a truncated case.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".nii.gz", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         nib.save(image, tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def _case_id(candidate: _Candidate) -> str:

@@ -6,24 +6,14 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from dose3d_fl.files import write_json_atomic
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "dose3d-site-cache"
 MANIFEST_VERSION = 1
-
-
-def write_json_atomic(path: Path, data: object) -> Path:
-    """Write JSON beside ``path`` and rename it into place, so readers never see a half-written file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".json", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle, indent=2)
-        handle.write("\n")
-    os.replace(tmp, path)
-    return path
 
 
 @dataclass

@@ -17,11 +17,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from nvflare.fuel.flare_api.api_spec import AuthorizationError, InvalidJobDefinition, NoConnection
 from nvflare.fuel.flare_api.flare_api import Session, new_secure_session
 
 logger = logging.getLogger(__name__)
 
 COMPLETED = "FINISHED:COMPLETED"
+# The FLARE API's errors of a submission whose message says it all (the admin may not submit, the server refused
+# the job, or the server cannot be reached): callers report them in one line without importing nvflare.
+SUBMIT_ERRORS: tuple[type[Exception], ...] = (AuthorizationError, InvalidJobDefinition, NoConnection)
+
 # Server job-log lines worth showing a person who waits: the dose3d round summary (logger dose3d.rounds) and
 # NVFlare FedAvg's round and aggregation milestones.
 PROGRESS_LINE = re.compile(r"dose3d\.rounds|Round \d+ started|Aggregated \d+/\d+ results|Finished FedAvg")

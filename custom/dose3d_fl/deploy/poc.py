@@ -25,9 +25,6 @@ from pathlib import Path
 
 import yaml
 
-from dose3d_fl.data.ingest import ingest_site
-from dose3d_fl.data.manifest import MANIFEST_NAME
-from dose3d_fl.data.synth import patients_per_site, synthesize_federation
 from dose3d_fl.deploy import admin
 from dose3d_fl.deploy.processes import (
     ParticipantProcess,
@@ -47,7 +44,8 @@ from dose3d_fl.deploy.provision import (
     load_project,
     nvflare_executable,
 )
-from dose3d_fl.fl.site_config import SITE_CONFIG_NAME, SiteConfig
+from dose3d_fl.fl.site.config import SITE_CONFIG_NAME, SiteConfig
+from dose3d_fl.synth.demo_sites import prepare_caches
 
 logger = logging.getLogger(__name__)
 
@@ -145,7 +143,13 @@ def poc_up(config: PocConfig, on_progress: Callable[[str], None] = logger.info) 
         raise PocError(f"port {config.port} is in use: stop what listens there or pass another --port")
     on_progress(f"preparing the POC workspace in {config.workspace}")
     kits = prepare_workspace(config)
-    caches = prepare_site_data(config, on_progress)
+    caches = prepare_caches(
+        {site: config.cache_dir(site) for site in config.sites},
+        config.root.resolve() / "data" / "dicom",
+        config.seed,
+        config.patients,
+        on_progress,
+    )
     threads = max(1, (os.cpu_count() or 1) // len(caches))  # the sites share this machine's cores
     for site, cache in caches.items():
         SiteConfig(cache_dir=str(cache), num_threads=threads).save(
@@ -191,26 +195,6 @@ def prepare_workspace(config: PocConfig) -> StartupKits:
     kits = collect_kits(prod_dir, project)
     install_policies(kits, config.server_policy_dir, config.site_policy_dir)
     return kits
-
-
-def prepare_site_data(config: PocConfig, on_progress: Callable[[str], None] = logger.info) -> dict[str, Path]:
-    """Synthesise and ingest each site's data unless its cache exists; return site -> cache folder."""
-    caches = {site: config.cache_dir(site) for site in config.sites}
-    missing = [site for site, cache in caches.items() if not (cache / MANIFEST_NAME).is_file()]
-    if missing:
-        try:
-            patients = patients_per_site(len(missing), config.patients)
-        except ValueError:
-            raise ValueError(
-                f"{len(config.patients)} patient counts given for {len(missing)} sites without data"
-            ) from None
-        dicom = config.root.resolve() / "data" / "dicom"
-        on_progress(f"synthesising {patients} patients for {missing} into {dicom}")
-        folders = synthesize_federation(dicom, patients, seed=config.seed, show_progress=True)
-        for site, folder in zip(missing, folders, strict=True):
-            on_progress(f"ingesting {folder} -> {caches[site]}")
-            ingest_site(folder, caches[site], show_progress=True)
-    return caches
 
 
 def start_federation(

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import psutil
 
+from dose3d_fl.files import write_json_atomic
+
 logger = logging.getLogger(__name__)
 
 CONSOLE_LOG_NAME = "console.log"
@@ -203,10 +205,7 @@ class ProcessRegistry:
 
     def save(self, participants: list[ParticipantProcess]) -> None:
         """Record ``participants`` (replacing the file atomically)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps([asdict(p) for p in participants], indent=2) + "\n")
-        tmp.replace(self.path)
+        write_json_atomic(self.path, [asdict(p) for p in participants])
 
     def add(self, participant: ParticipantProcess) -> None:
         """Record one more participant."""

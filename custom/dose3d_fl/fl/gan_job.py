@@ -1,6 +1,6 @@
 """The ``gan_fedavg`` job: federated training of the paired 3D GAN, built with NVFlare's Recipe API.
 
-The server runs the segmentation job's controller (``SegFedAvgRecipe`` / ``dose3d_fl.fl.controller.SegFedAvg``,
+The server runs the segmentation job's controller (``SegFedAvgRecipe`` / ``dose3d_fl.fl.server.controller.SegFedAvg``,
 so every server-side check added there applies to the GAN too), keeps the global and the best global model
 by ``gan_mmd`` (lower is better) and runs cross-site evaluation; each site runs ``gan_client.py`` on data
 it resolves from its own configuration.
@@ -24,18 +24,17 @@ from pathlib import Path
 
 from nvflare.recipe import add_cross_site_evaluation, add_experiment_tracking
 
+from dose3d_fl.fl.export import export_recipe, in_script_folder
 from dose3d_fl.fl.seg_job import (
     SegFedAvgRecipe,
-    _inside,
     add_task_polling,
     add_transfer_timeouts,
-    export_recipe,
 )
 from dose3d_fl.gan.network import network_args
 from dose3d_fl.gan.profiles import DEFAULT_GAN_PROFILE, get_gan_profile
 
 JOB_NAME = "gan_fedavg"
-CLIENT_SCRIPT = Path(__file__).with_name("gan_client.py")
+CLIENT_SCRIPT = Path(__file__).parent / "site" / "gan_client.py"
 KEY_METRIC = "gan_mmd"
 AGGREGATIONS = ("both", "generator-only")
 SERVER_MODELS = {
@@ -75,7 +74,7 @@ def build_gan_recipe(config: GanJobConfig | None = None) -> SegFedAvgRecipe:
     """Build the FedAvg recipe of the GAN job (same controller class as the segmentation job)."""
     config = config or GanJobConfig()
     profile = get_gan_profile(config.profile)
-    with _inside(CLIENT_SCRIPT.parent):
+    with in_script_folder(CLIENT_SCRIPT.parent):
         recipe = SegFedAvgRecipe(
             name=JOB_NAME,
             model={"class_path": SERVER_MODELS[config.aggregation], "args": network_args(profile)},
@@ -100,4 +99,4 @@ def build_gan_recipe(config: GanJobConfig | None = None) -> SegFedAvgRecipe:
 
 def export_gan_job(out_dir: Path, config: GanJobConfig | None = None) -> Path:
     """Write the job folder ``out_dir/gan_fedavg`` (replacing it), ready for ``nvflare job submit``."""
-    return export_recipe(build_gan_recipe(config), JOB_NAME, out_dir)
+    return export_recipe(build_gan_recipe(config), JOB_NAME, out_dir, CLIENT_SCRIPT.parent)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +17,8 @@ from nvflare.recipe.spec import Recipe
 from dose3d_fl.fl.gan_job import JOB_NAME, GanJobConfig, build_gan_recipe
 from dose3d_fl.fl.log_config import write_log_config
 from dose3d_fl.fl.seg_job import execute_seg_recipe
-from dose3d_fl.fl.simulate import add_site_policy, prepare_site_data, write_site_configs
-from dose3d_fl.fl.site_config import SITE_CONFIG_DIR_ENV
+from dose3d_fl.fl.simulate import add_site_policy, simulated_sites_environment, write_site_configs
+from dose3d_fl.synth.demo_sites import prepare_site_data
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +60,7 @@ def simulate_gan(config: GanSimulationConfig, recipe_hook: Callable[[Recipe], No
     """
     workspace = Path(config.workspace).resolve()
     caches = prepare_site_data(workspace, config.sites, config.seed)
-    os.environ[SITE_CONFIG_DIR_ENV] = str(write_site_configs(workspace, caches))
+    site_configs = write_site_configs(workspace, caches)
     job = GanJobConfig(**{**config.job.__dict__, "min_clients": config.sites})
     env = SimEnv(
         num_clients=config.sites,
@@ -73,7 +72,8 @@ def simulate_gan(config: GanSimulationConfig, recipe_hook: Callable[[Recipe], No
     add_site_policy(recipe, keep_payloads=config.keep_payloads)  # the weights-only guard and payload audit
     if recipe_hook is not None:
         recipe_hook(recipe)
-    execute_seg_recipe(recipe, env)
+    with simulated_sites_environment(site_configs):
+        execute_seg_recipe(recipe, env)
     summary = summarise_gan_simulation(workspace / "sim" / JOB_NAME / "server" / "simulate_job")
     summary["aggregation"] = job.aggregation
     (workspace / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

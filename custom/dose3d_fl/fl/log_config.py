@@ -3,7 +3,7 @@
 NVFlare's own modes (``concise``, ``full``) still print several lines per round and site. This configuration
 is NVFlare's default one (same file handlers: ``log.txt``, ``error_log.txt``, ``log.json`` in each
 workspace) with the console limited by ``RoundLinesFilter`` to the round logger of
-``dose3d_fl.fl.controller`` and to warnings and errors, less two known harmless warnings.
+``dose3d_fl.fl.server.controller`` and to warnings and errors, less two known harmless warnings.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 from nvflare.fuel.utils.log_utils import default_log_dict
 
-from dose3d_fl.fl.controller import ROUND_LOGGER
+from dose3d_fl.fl.server.controller import ROUND_LOGGER
 
 LOG_CONFIG_NAME = "log_config.json"
 # Warnings every run prints that ask nothing of a person: MONAI's optional GPU DICOM decoder is absent, and

@@ -10,11 +10,7 @@ Export the committed job folder with ``dose3d fl export`` (or ``python -m dose3d
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,17 +21,18 @@ from nvflare.recipe import Run, add_cross_site_evaluation, add_experiment_tracki
 from nvflare.recipe.spec import ExecEnv
 
 from dose3d_fl.fl import DEFAULT_LOCAL_EPOCHS, DEFAULT_ROUNDS, LOCAL_LR_SCALE
-from dose3d_fl.fl.aggregators import RobustAggregator
-from dose3d_fl.fl.client_polling import RESULT_POLL_INTERVAL
-from dose3d_fl.fl.controller import SegFedAvg
-from dose3d_fl.fl.privacy_policy import JOB_TASKS
-from dose3d_fl.fl.quantization import QUANTIZATIONS, Float16Dequantizer, Float16Quantizer
-from dose3d_fl.fl.update_checks import DEFAULT_MAX_NORM_RATIO
+from dose3d_fl.fl.export import export_recipe, in_script_folder
+from dose3d_fl.fl.policy.privacy import JOB_TASKS
+from dose3d_fl.fl.policy.quantization import QUANTIZATIONS, Float16Dequantizer, Float16Quantizer
+from dose3d_fl.fl.server.aggregators import RobustAggregator
+from dose3d_fl.fl.server.controller import SegFedAvg
+from dose3d_fl.fl.server.update_checks import DEFAULT_MAX_NORM_RATIO
+from dose3d_fl.fl.site.polling import RESULT_POLL_INTERVAL
 from dose3d_fl.seg.network import network_args
 from dose3d_fl.seg.profiles import DEFAULT_PROFILE, get_profile
 
 JOB_NAME = "seg_fedavg"
-CLIENT_SCRIPT = Path(__file__).with_name("seg_client.py")
+CLIENT_SCRIPT = Path(__file__).parent / "site" / "seg_client.py"
 KEY_METRIC = "val_dice"
 TRANSFERS = ("full", "diff")
 # Seconds between a site's task requests (NVFlare: 2) and between the server workflow's checks of a round's
@@ -50,7 +47,7 @@ class SegJobConfig:
 
     The defaults are the committed ``jobs/seg_fedavg`` and the ``make demo`` run: 25 rounds x 4 local epochs
     of ``cpu-small`` reach union validation Dice above 0.90 on the demo data in about 7 minutes on 2 cores
-    (README, "Federated segmentation").
+    (docs/segmentation.md).
 
     Args:
         num_rounds: FedAvg rounds.
@@ -59,11 +56,11 @@ class SegJobConfig:
         profile: segmentation profile name (``dose3d_fl.seg.profiles``).
         tensorboard: stream site metrics to the server's TensorBoard event files.
         aggregation: ``"fedavg"`` (weighted mean), or a robust ``"median"`` / ``"trimmed_mean"``
-            (``dose3d_fl.fl.aggregators``).
+            (``dose3d_fl.fl.server.aggregators``).
         max_norm_ratio: the server rejects an update farther from the global model than this many times the
-            median of the other sites' (``dose3d_fl.fl.update_checks``).
+            median of the other sites' (``dose3d_fl.fl.server.update_checks``).
         min_responses: results a round needs (capped at ``min_clients``); a round that closes with fewer
-            stops the job, which ``resume`` then continues (``dose3d_fl.fl.resilient``).
+            stops the job, which ``resume`` then continues (``dose3d_fl.fl.server.resilient``).
         round_timeout: seconds a round waits for the sites; late results are discarded. Set it above the
             slowest site's round (its local training plus two model transfers); 0 waits without limit.
         resume: start from the server's checkpoint of the last ``seg_fedavg`` job and continue its rounds.
@@ -75,21 +72,21 @@ class SegJobConfig:
         transfer: ``"full"`` (sites send their weights) or ``"diff"`` (the difference from the global model
             they received; NVFlare's ``TransferType.DIFF``).
         quantization: ``""`` (float32) or ``"float16"``: models travel as float16, both ways, and are
-            restored on arrival (``dose3d_fl.fl.quantization``).
+            restored on arrival (``dose3d_fl.fl.policy.quantization``).
         task_request_interval: seconds a site waits between asking the server for work (``add_task_polling``).
         task_check_period: seconds between the server workflow's checks of a round's results (NVFlare: 0.5 s in
             FedAvg, 0.2 s in the server's task monitor; ``ResilientFedAvg`` gives both this period).
         result_poll_interval: seconds between the in-process Client API's checks for a task or a result at
-            the site (``dose3d_fl.fl.client_polling``; NVFlare: 0.5).
+            the site (``dose3d_fl.fl.site.polling``; NVFlare: 0.5).
         keep_optimizer_state: the sites carry their local Adam moments from round to round; by default each
             round's local training starts Adam afresh from the received global model, which the benchmark
-            found better on non-IID sites (README, Performance).
+            found better on non-IID sites (docs/performance.md).
         local_lr_scale: factor on the profile's learning rate (its whole schedule) for the sites' local
             training. FedAvg moves the global model by the mean of the sites' updates, which point in
             different directions on non-IID sites, so a federation needs a larger local step than pooled
-            training for the same progress (README, Performance).
+            training for the same progress (docs/performance.md).
         fedbn: FedBN: each site keeps its own BatchNorm layers and loads the rest of the global model
-            (``dose3d_fl.fl.fedbn``); the server is unchanged. Needs a profile with batch normalisation.
+            (``dose3d_fl.fl.site.fedbn``); the server is unchanged. Needs a profile with batch normalisation.
     """
 
     num_rounds: int = DEFAULT_ROUNDS
@@ -140,7 +137,7 @@ class SegFedAvgRecipe(FedAvgRecipe):
 
     ``_create_controller`` is the recipe's documented extension point ("allowing framework recipes to extend
     it"); the arguments are those NVFlare 2.9's recipe gives ``FedAvg``, plus the update-check, dropout and
-    resume arguments of ``SegFedAvg`` and ``dose3d_fl.fl.resilient.ResilientFedAvg``.
+    resume arguments of ``SegFedAvg`` and ``dose3d_fl.fl.server.resilient.ResilientFedAvg``.
 
     Args:
         max_norm_ratio: see ``SegFedAvg``.
@@ -208,9 +205,7 @@ def build_seg_recipe(config: SegJobConfig | None = None) -> FedAvgRecipe:
     """Build the FedAvg recipe of the segmentation job."""
     config = config or SegJobConfig()
     profile = get_profile(config.profile)
-    # NVFlare copies the script into app/custom; a relative name keeps the exported job free of this
-    # machine's paths (the client executor finds it in app/custom).
-    with _inside(CLIENT_SCRIPT.parent):
+    with in_script_folder(CLIENT_SCRIPT.parent):  # the job names its script relatively (fl/export.py)
         recipe = SegFedAvgRecipe(
             name=JOB_NAME,
             model={
@@ -252,7 +247,7 @@ def build_seg_recipe(config: SegJobConfig | None = None) -> FedAvgRecipe:
 
 
 def add_quantization(recipe: FedAvgRecipe, quantization: str) -> None:
-    """Models travel as float16 both ways and are restored on arrival (``dose3d_fl.fl.quantization``).
+    """Models travel as float16 both ways and are restored on arrival (``dose3d_fl.fl.policy.quantization``).
 
     Call it after any other result filter of the sites (the simulator's site policy): a site's weights-only
     guard and payload audit then see the float32 model, as they do in a POC, where a site's own filters run
@@ -273,7 +268,7 @@ def add_task_polling(recipe: FedAvgRecipe, interval: float = TASK_REQUEST_INTERV
     The server tells a site to wait ``task_request_interval`` seconds after each task and between task
     requests. The slowest site of a round, whose result closes it, therefore asks for the next round this
     long after it sent its result. With NVFlare's 2 s that wait was most of the per-round orchestration cost
-    the benchmark measured (``benchmarks/``, README "Performance"). The server needs about 0.15 s from the
+    the benchmark measured (``benchmarks/``, docs/performance.md). The server needs about 0.15 s from the
     last result to the next round's task (closing the task every ``task_check_period``, the update checks,
     aggregation and checkpoints), so 0.2 s is just above it: against 0.5 s it cut the fixed cost per round
     from 0.67 s to 0.39 s, and the federation's CPU time did not change measurably
@@ -294,37 +289,13 @@ def add_transfer_timeouts(recipe: FedAvgRecipe, dead_client_grace_period: int = 
 
 def export_seg_job(out_dir: Path, config: SegJobConfig | None = None) -> Path:
     """Write the job folder ``out_dir/seg_fedavg`` (replacing it), ready for ``nvflare job submit``."""
-    return export_recipe(build_seg_recipe(config), JOB_NAME, out_dir)
-
-
-def export_recipe(recipe: FedAvgRecipe, job_name: str, out_dir: Path) -> Path:
-    """Write a recipe of this package (client script in ``dose3d_fl/fl``) as ``out_dir/<job_name>``,
-    replacing it."""
-    out_dir = Path(out_dir).resolve()
-    with tempfile.TemporaryDirectory() as tmp, _inside(CLIENT_SCRIPT.parent):
-        recipe.export(tmp)
-        target = out_dir / job_name
-        if target.exists():
-            shutil.rmtree(target)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(Path(tmp) / job_name, target)
-    return target
+    return export_recipe(build_seg_recipe(config), JOB_NAME, out_dir, CLIENT_SCRIPT.parent)
 
 
 def execute_seg_recipe(recipe: FedAvgRecipe, env: ExecEnv) -> Run:
     """Run the recipe in an execution environment (simulator, POC, production)."""
-    with _inside(CLIENT_SCRIPT.parent):  # the client script is resolved relative to its folder, as in export
+    with in_script_folder(CLIENT_SCRIPT.parent):  # the script is named relatively, as in export
         return recipe.execute(env)
-
-
-@contextlib.contextmanager
-def _inside(folder: Path):
-    previous = Path.cwd()
-    os.chdir(folder)
-    try:
-        yield
-    finally:
-        os.chdir(previous)
 
 
 if __name__ == "__main__":

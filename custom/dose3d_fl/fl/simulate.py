@@ -7,23 +7,20 @@ one that is exported to ``jobs/seg_fedavg``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from nvflare.app_opt.pt.recipes.fedavg import FedAvgRecipe
 from nvflare.recipe import SimEnv
 
-from dose3d_fl.data.ingest import ingest_site
-from dose3d_fl.data.manifest import MANIFEST_NAME
-from dose3d_fl.data.synth import patients_per_site, synthesize_federation
 from dose3d_fl.fl.log_config import write_log_config
-from dose3d_fl.fl.privacy_policy import JOB_TASKS, DPConfig, policy_filters, site_privacy_policy
-from dose3d_fl.fl.resilient import CHECKPOINT_DIR_ENV
+from dose3d_fl.fl.policy.privacy import JOB_TASKS, DPConfig, policy_filters, site_privacy_policy
 from dose3d_fl.fl.seg_job import (
     JOB_NAME,
     SegJobConfig,
@@ -31,8 +28,10 @@ from dose3d_fl.fl.seg_job import (
     build_seg_recipe,
     execute_seg_recipe,
 )
-from dose3d_fl.fl.site_config import SITE_CONFIG_DIR_ENV, SiteConfig
-from dose3d_fl.fl.transfer_log import LOG_NAME
+from dose3d_fl.fl.server.resilient import CHECKPOINT_DIR_ENV
+from dose3d_fl.fl.server.transfer_log import LOG_NAME
+from dose3d_fl.fl.site.config import SITE_CONFIG_DIR_ENV, SiteConfig
+from dose3d_fl.synth.demo_sites import prepare_site_data
 
 logger = logging.getLogger(__name__)
 
@@ -71,28 +70,6 @@ def add_site_policy(recipe: FedAvgRecipe, dp: DPConfig | None = None, keep_paylo
         recipe.add_client_output_filter(result_filter, tasks=list(JOB_TASKS))
 
 
-def prepare_site_data(
-    workspace: Path, sites: int, seed: int, patients: Sequence[int] | None = None
-) -> list[Path]:
-    """Synthesise and ingest the sites' data unless their caches already exist; return the cache folders.
-
-    Args:
-        workspace: the data go to ``workspace/data``.
-        sites: number of sites.
-        seed: synthetic data seed.
-        patients: patients per site (one count for all, or one per site); default the demo's, cycled.
-    """
-    dicom, cache = workspace / "data" / "dicom", workspace / "data" / "cache"
-    names = [f"site-{i}" for i in range(1, sites + 1)]
-    if not all((cache / name / MANIFEST_NAME).is_file() for name in names):
-        patients = patients_per_site(sites, patients)
-        logger.info("synthesising %s patients at %d sites into %s", patients, sites, dicom)
-        synthesize_federation(dicom, patients, seed=seed, show_progress=True)
-        for name in names:
-            ingest_site(dicom / name, cache / name, show_progress=True)
-    return [cache / name for name in names]
-
-
 def write_site_configs(workspace: Path, caches: list[Path]) -> Path:
     """One configuration per simulated site; the sites share this machine's cores."""
     folder = workspace / "site_config"
@@ -100,6 +77,29 @@ def write_site_configs(workspace: Path, caches: list[Path]) -> Path:
     for cache in caches:
         SiteConfig(cache_dir=str(cache.resolve()), num_threads=threads).save(folder / f"{cache.name}.json")
     return folder
+
+
+@contextlib.contextmanager
+def simulated_sites_environment(site_config_dir: Path, checkpoint_dir: Path | None = None) -> Iterator[None]:
+    """Point the simulated sites at their configurations (and the server at its checkpoint folder).
+
+    NVFlare's simulator gives a simulated site no ``local/`` folder of its own that outlives a run, so the
+    environment its processes inherit is the one channel (``dose3d_fl.fl.site.config``). The variables are
+    set for the block only and restored after it.
+    """
+    changes = {SITE_CONFIG_DIR_ENV: str(site_config_dir)}
+    if checkpoint_dir is not None:
+        changes[CHECKPOINT_DIR_ENV] = str(checkpoint_dir)
+    previous = {name: os.environ.get(name) for name in changes}
+    os.environ.update(changes)
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def simulate_seg(config: SimulationConfig, customize: Callable[[FedAvgRecipe], None] | None = None) -> dict:
@@ -112,9 +112,7 @@ def simulate_seg(config: SimulationConfig, customize: Callable[[FedAvgRecipe], N
     """
     workspace = Path(config.workspace).resolve()
     caches = prepare_site_data(workspace, config.sites, config.seed)
-    os.environ[SITE_CONFIG_DIR_ENV] = str(write_site_configs(workspace, caches))
-    # The simulator recreates the server workspace for every run: round checkpoints live beside it.
-    os.environ[CHECKPOINT_DIR_ENV] = str(workspace / "checkpoints")
+    site_configs = write_site_configs(workspace, caches)
     job = SegJobConfig(**{**config.job.__dict__, "min_clients": config.sites})
     recipe = build_seg_recipe(dataclasses.replace(job, quantization=""))
     add_site_policy(recipe, dp=config.dp, keep_payloads=config.keep_payloads)
@@ -128,7 +126,9 @@ def simulate_seg(config: SimulationConfig, customize: Callable[[FedAvgRecipe], N
         workspace_root=str(workspace / "sim"),
         log_config=str(write_log_config(workspace)),
     )
-    execute_seg_recipe(recipe, env)
+    # The simulator recreates the server workspace for every run: round checkpoints live beside it.
+    with simulated_sites_environment(site_configs, workspace / "checkpoints"):
+        execute_seg_recipe(recipe, env)
     summary = summarise_simulation(workspace / "sim" / JOB_NAME / "server" / "simulate_job", job.num_rounds)
     (workspace / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

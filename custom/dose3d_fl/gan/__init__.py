@@ -1,7 +1,7 @@
 """Paired 3D GAN (CT crop + organ mask): profiles, networks, crops, WGAN-GP trainer, quality metrics and
 sampling.
 
-Plain MONAI/torch: nothing here imports NVFlare (``dose3d_fl.fl.gan_client`` wraps the trainer).
+Plain MONAI/torch: nothing here imports NVFlare (``dose3d_fl.fl.site.gan_client`` wraps the trainer).
 """
 
 from dose3d_fl.gan.checkpoint import GanCheckpoint, load_gan_checkpoint, load_generator, save_gan_checkpoint

@@ -12,9 +12,9 @@ from typing import Any
 
 import torch
 
+from dose3d_fl.files import torch_save_atomic
 from dose3d_fl.gan.network import GENERATOR_PREFIX, SeededGenerator, network_args
 from dose3d_fl.gan.profiles import GanProfile, get_gan_profile
-from dose3d_fl.seg.checkpoint import save_atomically
 
 
 @dataclass
@@ -29,7 +29,7 @@ class GanCheckpoint:
 def save_gan_checkpoint(path: str | Path, checkpoint: GanCheckpoint) -> Path:
     """Write a checkpoint atomically (written beside the target, then renamed)."""
     data = {"model": checkpoint.model, "gan_profile": checkpoint.profile.to_dict(), "meta": checkpoint.meta}
-    return save_atomically(data, path)
+    return torch_save_atomic(data, path)
 
 
 def load_gan_checkpoint(path: str | Path, profile: str | None = None) -> tuple[GanCheckpoint, str]:

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from dose3d_fl.data.cases import IMAGE, LABEL, Case, case_id
 from dose3d_fl.gan.profiles import GanProfile
 from dose3d_fl.seg.profiles import get_profile
-from dose3d_fl.seg.trainer import Case, case_id
-from dose3d_fl.seg.transforms import IMAGE, LABEL, eval_transforms
+from dose3d_fl.seg.transforms import eval_transforms
 
 log = logging.getLogger(__name__)
 

@@ -19,13 +19,13 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
+from dose3d_fl.data.cases import load_site_cases
 from dose3d_fl.gan.checkpoint import load_gan_checkpoint, load_generator
 from dose3d_fl.gan.crops import load_organ_volumes, reference_crops
 from dose3d_fl.gan.metrics import MASK_THRESHOLD, MemorizationFilter
 from dose3d_fl.gan.profiles import GanProfile
 from dose3d_fl.seg.profiles import get_profile
 from dose3d_fl.seg.synthetic import IMAGE_SUFFIX, LABEL_SUFFIX
-from dose3d_fl.seg.training_run import load_site_cases
 
 log = logging.getLogger(__name__)
 

@@ -20,12 +20,12 @@ from typing import Any
 import torch
 
 from dose3d_fl import __version__
+from dose3d_fl.data.cases import Case
 from dose3d_fl.gan.checkpoint import GanCheckpoint, save_gan_checkpoint
 from dose3d_fl.gan.crops import CropSampler, load_organ_volumes, reference_crops
 from dose3d_fl.gan.metrics import MemorizationFilter, quality_metrics
 from dose3d_fl.gan.network import GENERATOR_PREFIX, build_gan
 from dose3d_fl.gan.profiles import GanProfile, get_gan_profile
-from dose3d_fl.seg.trainer import Case
 
 log = logging.getLogger(__name__)
 

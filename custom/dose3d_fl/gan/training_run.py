@@ -12,9 +12,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from dose3d_fl.data.cases import load_site_cases
+from dose3d_fl.files import json_safe
 from dose3d_fl.gan.profiles import GanProfile
 from dose3d_fl.gan.trainer import GanTrainer
-from dose3d_fl.seg.training_run import json_safe, load_site_cases
 
 log = logging.getLogger(__name__)
 

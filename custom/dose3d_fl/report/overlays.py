@@ -1,7 +1,7 @@
 """Sample validation cases segmented by the run's global model, outlined over the CT with their label.
 
 Only a simulator workspace holds site data (``WS/data/cache``); a result downloaded from a real federation
-has none, and the section is left out.
+has none, and the section is left out. Dice is ``monai.metrics.compute_dice``; no hand-written metric.
 """
 
 from __future__ import annotations
@@ -13,12 +13,14 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import torch
+from monai.metrics import compute_dice
 
 from dose3d_fl.clinical.inference import load_predictor, predict_organ_nifti
 from dose3d_fl.clinical.model_file import load_segmentation_model
 from dose3d_fl.clinical.overlay import Outline, save_orthogonal_views
 from dose3d_fl.data.manifest import Manifest
-from dose3d_fl.seg.split import SPLIT_NAME
+from dose3d_fl.data.split import SPLIT_NAME
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,16 @@ def _sample_case(cache: Path) -> tuple[str, Path, Path] | None:
         if not wanted or case.id in wanted:
             return case.id, cache / case.image, cache / case.label
     return None
+
+
+def case_dice(predicted: np.ndarray, label: np.ndarray) -> float:
+    """Dice of a predicted mask against its label, 0.0 when the label is empty (never NaN).
+
+    MONAI gives NaN for an empty label (``ignore_empty``); the report shows 0.0 there, as it always has,
+    so a case without a label cannot pass for a good one.
+    """
+    as_batch = [torch.from_numpy(np.ascontiguousarray(m, dtype=bool))[None, None] for m in (predicted, label)]
+    return float(torch.nan_to_num(compute_dice(*as_batch, ignore_empty=True), nan=0.0).item())
 
 
 def draw_case_overlays(
@@ -72,7 +84,7 @@ def draw_case_overlays(
         image = nib.load(image_path)
         label = np.asarray(nib.load(label_path).dataobj) > 0
         predicted = predict_organ_nifti(predictor, image_path).mask
-        dice = 2.0 * float((label & predicted).sum()) / max(float(label.sum() + predicted.sum()), 1.0)
+        dice = case_dice(predicted, label)
         png = save_orthogonal_views(
             np.asarray(image.dataobj, dtype=np.float32),
             image.affine,

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import nibabel as nib
 import numpy as np
 
-from dose3d_fl.seg.transforms import IMAGE, LABEL
+from dose3d_fl.data.cases import IMAGE, LABEL
 
 
 def _interval_counts(case: dict[str, str], edges: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:

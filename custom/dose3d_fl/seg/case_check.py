@@ -17,7 +17,7 @@ import nibabel as nib
 import numpy as np
 from nibabel.filebasedimages import ImageFileError
 
-from dose3d_fl.seg.transforms import IMAGE, LABEL
+from dose3d_fl.data.cases import IMAGE, LABEL
 
 log = logging.getLogger(__name__)
 

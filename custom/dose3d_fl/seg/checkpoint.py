@@ -6,14 +6,13 @@ the same ``"model"`` key that NVFlare's persistor uses, so ``torch.load(path)["m
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from dose3d_fl.files import torch_save_atomic
 from dose3d_fl.seg.profiles import SegProfile
 
 
@@ -32,23 +31,9 @@ class SegCheckpoint:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def save_atomically(data: dict[str, Any], path: str | Path) -> Path:
-    """``torch.save`` ``data`` to ``path`` atomically (written beside the target, then renamed)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(data, tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return path
-
-
 def save_checkpoint(path: str | Path, checkpoint: SegCheckpoint) -> Path:
     """Write a checkpoint atomically (written beside the target, then renamed)."""
-    return save_atomically(
+    return torch_save_atomic(
         {"model": checkpoint.model, "profile": checkpoint.profile.to_dict(), "meta": checkpoint.meta}, path
     )
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from dose3d_fl.seg.trainer import Case
+from dose3d_fl.data.cases import Case
 
 IMAGE_SUFFIX, LABEL_SUFFIX = "_image.nii.gz", "_label.nii.gz"
 

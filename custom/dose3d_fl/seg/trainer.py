@@ -23,22 +23,17 @@ from monai.utils import set_determinism
 from tqdm import tqdm
 
 from dose3d_fl import __version__
+from dose3d_fl.data.cases import IMAGE, LABEL, Case, case_id
 from dose3d_fl.seg.case_check import usable_cases
 from dose3d_fl.seg.checkpoint import SegCheckpoint, load_checkpoint, save_checkpoint
 from dose3d_fl.seg.network import build_network
 from dose3d_fl.seg.profiles import SegProfile, get_profile
-from dose3d_fl.seg.transforms import IMAGE, LABEL, eval_transforms, train_transforms
+from dose3d_fl.seg.transforms import eval_transforms, train_transforms
 
 log = logging.getLogger(__name__)
 
-Case = dict[str, str]
 # An extra loss term computed from the network alone, e.g. FedProx's proximal term towards the global model.
 Regularizer = Callable[[torch.nn.Module], torch.Tensor]
-
-
-def case_id(case: Case) -> str:
-    """A case's ``id`` entry, or its image file name without NIfTI suffixes."""
-    return case.get("id") or Path(case[IMAGE]).name.removesuffix(".gz").removesuffix(".nii")
 
 
 def _check_cases(cases: Sequence[Case], role: str) -> list[Case]:
@@ -136,7 +131,7 @@ class SegTrainer:
             self._train_loader = DataLoader(
                 # No copy of the cached volume per step: the first random transform crops it into new
                 # tensors and never writes to it (tests/seg/test_trainer.py); copying was a quarter of the
-                # time a step waited for its batch (README, Performance).
+                # time a step waited for its batch (docs/performance.md).
                 self._cache(self.train_cases, transform, copy_cache=False),
                 batch_size=self.profile.batch_size,
                 shuffle=True,

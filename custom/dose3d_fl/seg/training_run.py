@@ -11,49 +11,20 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dose3d_fl.data.cases import load_site_cases
+from dose3d_fl.files import json_safe
 from dose3d_fl.seg.baseline import hu_threshold_baseline
 from dose3d_fl.seg.profiles import SegProfile
-from dose3d_fl.seg.split import DEFAULT_VAL_FRACTION, load_or_create_split, split_cases
 from dose3d_fl.seg.synthetic import SyntheticMix, mix_training_cases
-from dose3d_fl.seg.trainer import Case, SegTrainer
+from dose3d_fl.seg.trainer import SegTrainer
 
 log = logging.getLogger(__name__)
 
 MODEL_NAME = "model.pt"
 METRICS_NAME = "metrics.json"
-
-
-@dataclass
-class SiteCases:
-    """One site cache's training and validation cases (from its fixed ``split.json``)."""
-
-    name: str
-    cache_dir: Path
-    train: list[Case]
-    val: list[Case]
-
-
-def load_site_cases(
-    cache_dirs: Sequence[str | Path], seed: int = 0, val_fraction: float = DEFAULT_VAL_FRACTION
-) -> list[SiteCases]:
-    """The split cases of each cache (the split is drawn and stored on first use).
-
-    Raises:
-        ValueError: two caches with the same folder name (their metrics would be indistinguishable).
-    """
-    sites: list[SiteCases] = []
-    for cache_dir in map(Path, cache_dirs):
-        if any(site.name == cache_dir.name for site in sites):
-            raise ValueError(
-                f"two caches are named {cache_dir.name!r}; give each site cache its own folder name"
-            )
-        train, val = split_cases(cache_dir, load_or_create_split(cache_dir, val_fraction, seed))
-        sites.append(SiteCases(cache_dir.name, cache_dir, train, val))
-    return sites
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -162,17 +133,3 @@ def train_on_caches(
     (out_dir / METRICS_NAME).write_text(json.dumps(json_safe(metrics), indent=2) + "\n")
     log.info("wrote %s and %s", out_dir / MODEL_NAME, out_dir / METRICS_NAME)
     return metrics
-
-
-def json_safe(value: Any) -> Any:
-    """NaN or infinity (e.g. a site without a scorable validation case) becomes null: strict JSON has neither.
-
-    Tuples become lists and dictionary keys strings, as ``json.dumps`` writes them.
-    """
-    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
-        return None
-    if isinstance(value, dict):
-        return {str(key): json_safe(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(item) for item in value]
-    return value

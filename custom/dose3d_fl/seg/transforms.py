@@ -29,9 +29,9 @@ from monai.transforms import (
     SpatialPadd,
 )
 
+from dose3d_fl.data.cases import IMAGE, LABEL
 from dose3d_fl.seg.profiles import SegProfile
 
-IMAGE, LABEL = "image", "label"
 # Where ``crop_index_transforms`` keeps a training case's label / background voxel indices.
 FG_INDICES, BG_INDICES = f"{LABEL}_fg_indices", f"{LABEL}_bg_indices"
 # NIfTI world axes (nibabel convention): "R" means the first axis increases towards the patient's right.

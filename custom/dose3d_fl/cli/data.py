@@ -1,0 +1,95 @@
+"""The data commands of ``dose3d``: ``synth``, ``ingest`` and ``summary``."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from dose3d_fl.cli.common import fail, patient_counts
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    if args.sites is not None and args.sites < 1:
+        return fail("--sites must be at least 1")
+    from dose3d_fl.synth.hospital import DEFAULT_PATIENTS, patients_per_site, synthesize_federation
+
+    sites = args.sites or (len(args.patients) if args.patients else len(DEFAULT_PATIENTS))
+    try:
+        patients = patients_per_site(sites, args.patients)
+    except ValueError:
+        return fail(f"--patients lists {len(args.patients)} site(s) but --sites is {sites}")
+    start = time.perf_counter()
+    folders = synthesize_federation(
+        args.out, patients, seed=args.seed, workers=args.workers, show_progress=True
+    )
+    elapsed = time.perf_counter() - start
+    for site, count in zip(folders, patients, strict=True):
+        print(f"{site}: {count} patients")
+    print(f"synthesised {sum(patients)} patients at {sites} sites in {elapsed:.1f} s")
+    return 0
+
+
+def _cmd_ingest(args: argparse.Namespace) -> int:
+    from dose3d_fl.data.ingest import IngestConfig, IngestError, ingest_site
+    from dose3d_fl.data.summary import SiteDataSummary, format_summary_table
+
+    start = time.perf_counter()
+    try:
+        report = ingest_site(args.input, args.out, IngestConfig(roi=args.roi), show_progress=True)
+    except IngestError as err:
+        return fail(str(err))
+    elapsed = time.perf_counter() - start
+    manifest = report.manifest
+    for rejection in manifest.rejected:
+        print(f"rejected {rejection.source}: {rejection.reason}")
+    print(
+        f"{args.input}: {len(manifest.cases)} case(s) ({len(report.converted)} converted, {len(report.reused)} "
+        f"unchanged), {len(manifest.rejected)} rejected, {manifest.skipped_non_dicom} non-DICOM file(s) skipped "
+        f"in {elapsed:.1f} s -> {Path(args.out) / 'manifest.json'}"
+    )
+    print(format_summary_table([SiteDataSummary.from_manifest(Path(args.out).name, manifest)]))
+    return 0
+
+
+def _cmd_summary(args: argparse.Namespace) -> int:
+    from dose3d_fl.data.summary import format_summary_table, summarise_caches
+
+    try:
+        print(format_summary_table(summarise_caches(args.caches)))
+    except (FileNotFoundError, ValueError) as err:
+        return fail(str(err))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``synth``, ``ingest`` and ``summary`` to the ``dose3d`` sub-commands."""
+    synth = sub.add_parser("synth", help="write synthetic multi-site CT + RTSTRUCT DICOM")
+    synth.add_argument(
+        "--out", type=Path, required=True, help="output folder; site-1, site-2, ... are created in it"
+    )
+    synth.add_argument(
+        "--sites", type=int, default=None, help="number of sites (default 3, or as many as --patients)"
+    )
+    synth.add_argument(
+        "--patients", type=patient_counts, default=None, help="patients per site, e.g. 12,8,5 (default)"
+    )
+    synth.add_argument("--seed", type=int, default=0, help="random seed (output is deterministic for a seed)")
+    synth.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    synth.set_defaults(func=_cmd_synth)
+
+    ingest = sub.add_parser(
+        "ingest", help="validate a site's DICOM export and convert it to NIfTI training cases"
+    )
+    ingest.add_argument("--input", type=Path, required=True, help="the site's DICOM folder (any layout)")
+    ingest.add_argument(
+        "--out", type=Path, required=True, help="cache folder for NIfTI files and manifest.json"
+    )
+    ingest.add_argument(
+        "--roi", default="SPLEEN", help="RTSTRUCT ROI used as label (default SPLEEN, any case)"
+    )
+    ingest.set_defaults(func=_cmd_ingest)
+
+    summary = sub.add_parser("summary", help="print the data summary of one or more site caches")
+    summary.add_argument("caches", type=Path, nargs="+", help="cache folders written by `dose3d ingest`")
+    summary.set_defaults(func=_cmd_summary)

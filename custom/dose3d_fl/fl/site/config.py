@@ -1,0 +1,110 @@
+"""Site-owned configuration: where a site's data lives, resolved at the site, never carried by a job.
+
+A job names no path. Each site client finds its configuration, in this order:
+
+1. the file named by the environment variable ``DOSE3D_SITE_CONFIG``;
+2. ``local/dose3d_site.json`` in the site's NVFlare workspace (the client's working directory in POC and
+   provisioned deployments; ``local/`` is the folder NVFlare reserves for site-owned settings);
+3. ``$DOSE3D_SITE_CONFIG_DIR/<site name>.json``: used by the simulator, where several simulated sites share
+   one machine and NVFlare recreates their workspaces for every run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+SITE_CONFIG_ENV = "DOSE3D_SITE_CONFIG"
+SITE_CONFIG_DIR_ENV = "DOSE3D_SITE_CONFIG_DIR"
+SITE_CONFIG_NAME = "dose3d_site.json"
+STATE_DIR_NAME = "fl_state"
+
+
+@dataclass(frozen=True)
+class SiteConfig:
+    """What a site decides for itself.
+
+    Args:
+        cache_dir: the site's ingest cache (``manifest.json`` + NIfTI), written by ``dose3d ingest``.
+        num_threads: torch CPU threads this site's trainer may use (sites sharing a machine split its cores).
+        device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
+        synthetic_dir: synthetic image/label pairs (``dose3d gan sample``) added to the site's segmentation
+            training cases; ``None``: real cases only.
+        synthetic_ratio: synthetic cases per real training case when ``synthetic_dir`` is set.
+    """
+
+    cache_dir: str
+    num_threads: int = 1
+    device: str = "auto"
+    synthetic_dir: str | None = None
+    synthetic_ratio: float = 1.0
+
+    @property
+    def state_dir(self) -> Path:
+        """Where the site keeps its local training state between rounds: ``<cache_dir>/fl_state``."""
+        return Path(self.cache_dir) / STATE_DIR_NAME
+
+    @property
+    def torch_device(self) -> str | None:
+        """The trainer's ``device`` argument: ``None`` chooses CUDA when available."""
+        return None if self.device == "auto" else self.device
+
+    def save(self, path: Path) -> Path:
+        """Write the configuration as JSON (creating the folder)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> SiteConfig:
+        """Read a configuration file.
+
+        Raises:
+            ValueError: the file is not valid JSON or lacks ``cache_dir``.
+        """
+        try:
+            data = json.loads(Path(path).read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"site configuration {path} is not valid JSON: {err}") from err
+        if not isinstance(data, dict) or "cache_dir" not in data:
+            raise ValueError(f"site configuration {path} must be a JSON object with a 'cache_dir' entry")
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+def find_site_config(site_name: str, workspace: Path | None = None) -> Path:
+    """Locate the configuration file of ``site_name`` (see the module docstring for the order).
+
+    Args:
+        site_name: the NVFlare client name.
+        workspace: the site's workspace; defaults to the working directory.
+
+    Raises:
+        FileNotFoundError: naming every place that was searched and how to create the file.
+    """
+    candidates: list[Path] = []
+    if os.environ.get(SITE_CONFIG_ENV):
+        candidates.append(Path(os.environ[SITE_CONFIG_ENV]))
+    candidates.append((workspace or Path.cwd()) / "local" / SITE_CONFIG_NAME)
+    if os.environ.get(SITE_CONFIG_DIR_ENV):
+        candidates.append(Path(os.environ[SITE_CONFIG_DIR_ENV]) / f"{site_name}.json")
+    for path in candidates:
+        if path.is_file():
+            return path
+    searched = ", ".join(str(p) for p in candidates)
+    raise FileNotFoundError(
+        f"site {site_name}: no {SITE_CONFIG_NAME} found (searched {searched}); create "
+        f'<site workspace>/local/{SITE_CONFIG_NAME} with {{"cache_dir": "<output of dose3d ingest>"}}'
+    )
+
+
+def load_site_config(site_name: str, workspace: Path | None = None) -> SiteConfig:
+    """Find and read the configuration of ``site_name``: what a client script reads once, at its start.
+
+    Raises:
+        FileNotFoundError: no configuration file (the message names every place searched).
+        ValueError: the file is not a valid configuration.
+    """
+    return SiteConfig.load(find_site_config(site_name, workspace))

@@ -1,0 +1,58 @@
+"""Site-owned configuration: found in the documented order, with a clear error when absent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dose3d_fl.fl.site.config import SITE_CONFIG_DIR_ENV, SITE_CONFIG_ENV, SiteConfig, find_site_config
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(SITE_CONFIG_ENV, raising=False)
+    monkeypatch.delenv(SITE_CONFIG_DIR_ENV, raising=False)
+
+
+def test_workspace_local_config_is_found(tmp_path: Path) -> None:
+    path = SiteConfig(cache_dir="/data/cache", num_threads=2).save(
+        tmp_path / "ws" / "local" / "dose3d_site.json"
+    )
+    assert find_site_config("hospital-a", tmp_path / "ws") == path
+    assert SiteConfig.load(path) == SiteConfig(cache_dir="/data/cache", num_threads=2)
+
+
+def test_explicit_file_wins_over_workspace_and_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    SiteConfig(cache_dir="a").save(tmp_path / "ws" / "local" / "dose3d_site.json")
+    SiteConfig(cache_dir="b").save(tmp_path / "dir" / "site-1.json")
+    explicit = SiteConfig(cache_dir="c").save(tmp_path / "explicit.json")
+    monkeypatch.setenv(SITE_CONFIG_DIR_ENV, str(tmp_path / "dir"))
+    assert find_site_config("site-1", tmp_path / "ws") == tmp_path / "ws" / "local" / "dose3d_site.json"
+    monkeypatch.setenv(SITE_CONFIG_ENV, str(explicit))
+    assert find_site_config("site-1", tmp_path / "ws") == explicit
+
+
+def test_simulator_directory_is_per_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    SiteConfig(cache_dir="one").save(tmp_path / "dir" / "site-1.json")
+    SiteConfig(cache_dir="two").save(tmp_path / "dir" / "site-2.json")
+    monkeypatch.setenv(SITE_CONFIG_DIR_ENV, str(tmp_path / "dir"))
+    assert SiteConfig.load(find_site_config("site-2", tmp_path / "empty")).cache_dir == "two"
+
+
+def test_missing_config_names_where_it_looked(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError) as err:
+        find_site_config("hospital-b", tmp_path)
+    message = str(err.value)
+    assert "hospital-b" in message and str(tmp_path / "local" / "dose3d_site.json") in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("content", ["{not json", '{"num_threads": 2}', "[1, 2]"])
+def test_bad_config_is_refused_with_the_file_named(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "dose3d_site.json"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=r"dose3d_site\.json"):
+        SiteConfig.load(path)
