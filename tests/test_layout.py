@@ -16,7 +16,7 @@ PACKAGE = Path(dose3d_fl.__file__).parent
 MODULES = sorted(PACKAGE.rglob("*.py"))
 MAX_LINES = 600
 # Sub-packages that stay plain MONAI / torch / pydicom: they run and test without a federation.
-WITHOUT_NVFLARE = ("data", "synth", "seg", "gan", "clinical", "report", "bench", "cli")
+WITHOUT_NVFLARE = ("data", "synth", "seg", "gan", "clinical", "geometry", "report", "bench", "cli")
 NVFLARE_ROOMS = ("fl", "deploy")
 
 

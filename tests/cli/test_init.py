@@ -34,6 +34,7 @@ def test_every_group_registers_its_commands_in_the_help_order() -> None:
         "bench": [],
         "audit": ["verify"],
         "segment": [],
+        "geometry": [],
         "report": [],
         "gan": ["train", "sample"],
         "poc": ["up", "submit", "status", "down"],

@@ -25,6 +25,7 @@ from dose3d_fl.clinical.postprocess import clean_organ_mask
 from dose3d_fl.data.cases import IMAGE
 from dose3d_fl.data.ct_series import CTVolume
 from dose3d_fl.data.discovery import one_line
+from dose3d_fl.data.nifti import save_nifti
 from dose3d_fl.seg.trainer import SegTrainer
 from dose3d_fl.seg.transforms import eval_transforms
 
@@ -50,17 +51,6 @@ class Prediction:
     mask: np.ndarray
     raw_voxels: int
     seconds: dict[str, float] = field(default_factory=dict)
-
-
-def save_nifti(array: np.ndarray, affine: np.ndarray, path: Path) -> Path:
-    """Write a NIfTI with the affine as both qform and sform (as ingestion writes its cases)."""
-    image = nib.Nifti1Image(array, affine)
-    image.set_qform(affine, code=1)
-    image.set_sform(affine, code=1)
-    image.header.set_xyzt_units("mm")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(image, path)
-    return path
 
 
 def load_predictor(model: SegmentationModel, device: str | None = None) -> SegTrainer:

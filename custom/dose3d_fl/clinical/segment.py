@@ -14,11 +14,12 @@ from pathlib import Path
 import numpy as np
 
 from dose3d_fl.clinical.ct_input import load_input_series
-from dose3d_fl.clinical.inference import load_predictor, predict_organ, save_nifti
+from dose3d_fl.clinical.inference import load_predictor, predict_organ
 from dose3d_fl.clinical.model_file import load_segmentation_model
 from dose3d_fl.clinical.overlay import Outline, save_orthogonal_views
 from dose3d_fl.clinical.seg_export import build_segmentation
 from dose3d_fl.clinical.structure_export import build_predicted_structure_set
+from dose3d_fl.data.nifti import save_nifti
 
 log = logging.getLogger(__name__)
 

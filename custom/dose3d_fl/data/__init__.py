@@ -12,6 +12,7 @@ from dose3d_fl.data.discovery import DicomInventory, SeriesFiles, discover_dicom
 from dose3d_fl.data.geometry import VolumeGeometry
 from dose3d_fl.data.ingest import IngestConfig, IngestError, IngestReport, ingest_site
 from dose3d_fl.data.manifest import CaseEntry, Manifest, Rejection
+from dose3d_fl.data.nifti import save_nifti
 from dose3d_fl.data.rtstruct import (
     RoiContours,
     RoiData,
@@ -60,6 +61,7 @@ __all__ = [
     "polygons_from_mask",
     "rasterise_contours",
     "read_structure_set",
+    "save_nifti",
     "split_cases",
     "summarise_caches",
 ]

@@ -19,8 +19,8 @@ from tqdm import tqdm
 from dose3d_fl.data.ct_series import CaseRejectedError, CTVolume, check_ct_geometry, load_ct_series
 from dose3d_fl.data.discovery import DicomInventory, SeriesFiles, discover_dicom, one_line
 from dose3d_fl.data.manifest import CaseEntry, Manifest, Rejection
+from dose3d_fl.data.nifti import save_nifti
 from dose3d_fl.data.rtstruct import StructureSet, rasterise_contours, read_structure_set
-from dose3d_fl.files import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -244,8 +244,8 @@ def _convert_case(
         )
     image_rel, label_rel = f"images/{case_id}.nii.gz", f"labels/{case_id}.nii.gz"
     affine = volume.geometry.affine_ras
-    _save_nifti(_image_array(volume), affine, cache_dir / image_rel)
-    _save_nifti(label.astype(np.uint8), affine, cache_dir / label_rel)
+    save_nifti(_image_array(volume), affine, cache_dir / image_rel)
+    save_nifti(label.astype(np.uint8), affine, cache_dir / label_rel)
     spacing = [float(s) for s in volume.geometry.spacing]
     return CaseEntry(
         id=case_id,
@@ -266,16 +266,6 @@ def _image_array(volume: CTVolume) -> np.ndarray:
     if volume.integer_hu:
         return np.rint(volume.hu).astype(np.int16)
     return volume.hu
-
-
-def _save_nifti(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
-    image = nib.Nifti1Image(array, affine)
-    image.set_qform(affine, code=1)
-    image.set_sform(affine, code=1)
-    image.header.set_xyzt_units("mm")
-    # Write beside the target and rename, so an interrupted run never leaves a truncated case.
-    with atomic_path(path) as tmp:
-        nib.save(image, tmp)
 
 
 def _case_id(candidate: _Candidate) -> str:

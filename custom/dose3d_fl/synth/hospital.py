@@ -127,7 +127,7 @@ def write_study(
     )
     datasets = build_ct_slices(patient.hu, patient.geometry, identity, spec)
     rois = [
-        RoiContours(name, color, kind, _slice_polygons(patient.fields[name]))
+        RoiContours(name, color, kind, slice_polygons(patient.fields[name]))
         for name, color, kind in STRUCTURES
     ]
     rtstruct = build_rtstruct(
@@ -155,7 +155,7 @@ def write_study(
     )
 
 
-def _slice_polygons(field: np.ndarray) -> dict[int, list[np.ndarray]]:
+def slice_polygons(field: np.ndarray) -> dict[int, list[np.ndarray]]:
     """Contours of a structure on each slice, from its continuous field (sub-voxel accurate)."""
     polygons = {}
     for k in np.flatnonzero((field < 0).any(axis=(0, 1))):
