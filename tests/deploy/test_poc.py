@@ -13,11 +13,16 @@ import torch
 from dose3d_fl.cli import main
 from dose3d_fl.deploy.poc import PocConfig, poc_down, resolve_job
 from dose3d_fl.deploy.processes import free_port, port_is_listening
+from dose3d_fl.fl.policy.dp import PrivacyLedger
+from dose3d_fl.fl.policy.privacy import DPConfig, write_privacy_policy
+from dose3d_fl.fl.server.transfer_log import LOG_NAME
 from tests.deploy.conftest import REPO, make_tiny_cache
 
 pytestmark = [pytest.mark.slow, pytest.mark.deploy]
 
 SITES = ("hospital-a", "hospital-b")
+# Differential privacy at both sites, from their own local/privacy.json (tiny noise: the run must still learn).
+DP = DPConfig(clip_norm=5.0, noise_multiplier=1e-4, epsilon_budget=1e12)
 
 
 @pytest.fixture
@@ -55,6 +60,9 @@ def test_poc_up_submit_down(poc_root: Path, tiny_seg_job: Path, capsys: pytest.C
 
     code, out = _run(capsys, "poc", "status", "--root", root)
     assert code == 0 and "connected clients: hospital-a, hospital-b" in out, out
+    kits = {site: next((poc_root / "workspace").glob(f"*/prod_00/{site}")) for site in SITES}
+    for kit in kits.values():  # a site turns DP on in its own policy; its job process reads it at job start
+        write_privacy_policy(kit / "local", dp=DP)
 
     code, out = _run(capsys, "poc", "submit", str(tiny_seg_job), "--wait", "--timeout", "300", "--root", root)
     assert code == 0 and "FINISHED:COMPLETED" in out, out
@@ -65,6 +73,16 @@ def test_poc_up_submit_down(poc_root: Path, tiny_seg_job: Path, capsys: pytest.C
     assert weights["model"]
     cross = json.loads((result / "workspace" / "cross_site_val" / "cross_val_results.json").read_text())
     assert set(cross) == set(SITES)
+    # Each site released its one round's update through its DP filter and recorded it in its own ledger.
+    entries = [json.loads(line) for line in (result / "workspace" / LOG_NAME).read_text().splitlines()]
+    assert sorted(e["site"] for e in entries) == sorted(SITES)
+    dp_filter = f"GaussianDP(C={DP.clip_norm:g},sigma={DP.noise_multiplier:g})"
+    assert all(e["status"] == "accepted" and dp_filter in e["filters"] for e in entries), entries
+    for site, kit in kits.items():
+        (release,) = PrivacyLedger(kit / "local" / "dp_ledger.json").releases
+        assert release.transfer == "full" and release.clip_norm == DP.clip_norm
+        epsilon = next(e["dp_epsilon"] for e in entries if e["site"] == site)
+        assert epsilon == pytest.approx(PrivacyLedger(kit / "local" / "dp_ledger.json").epsilon(DP.delta))
 
     code, out = _run(capsys, "poc", "status", "--root", root)
     assert code == 0 and "seg_fedavg  FINISHED:COMPLETED" in out, out

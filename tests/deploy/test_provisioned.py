@@ -2,20 +2,31 @@
 
 One server and two sites are provisioned (with this project's site policies), started from their kits as
 separate processes and shared by the tests of this module; the fixture stops them by PID and checks that no
-port is left listening. The security tests use the same server: a client signed by another root CA, an
-admin with role ``member``, and an ``org_admin`` (no BYOC right) submitting a job that carries code.
+port is left listening. The security tests use the same server: a client kit of another root CA, TLS from a
+client that trusts the server but shows a certificate of another CA or none (refused by the server), a site's
+kit started under another site's name, an admin with role ``member``, and an ``org_admin`` (no BYOC right)
+submitting a job that carries code.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
+import shutil
+import socket
+import ssl
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
 from nvflare.fuel.flare_api.api_spec import AuthorizationError
 
 from dose3d_fl.deploy import admin
@@ -125,7 +136,10 @@ def test_segmentation_job_runs_to_completion(
     assert verify_chain(transfer_log).ok
     entries = [json.loads(line) for line in transfer_log.read_text().splitlines()]
     assert {e["site"] for e in entries} == set(SITES)
-    assert all(e["status"] == "accepted" and e["filters"] == ["WeightsOnlyGuard"] for e in entries)
+    assert all(
+        e["status"] == "accepted" and e["filters"] == ["WeightsOnlyGuard", "SiteReceipts"] for e in entries
+    )
+    assert all(e["receipt_check"] == "ok" for e in entries)  # signed with each site's provisioned key
     for site, kit in federation.kits.clients.items():
         audit = [json.loads(line) for line in (kit / "payload_audit.jsonl").read_text().splitlines()]
         assert {"train", "validate", "submit_model"} <= {r["task"] for r in audit}, site
@@ -185,6 +199,104 @@ def test_client_signed_by_another_root_ca_cannot_join(federation: Federation, tm
         stop_participants([impostor])
     assert not impostor.is_running()
     assert "hospital-x" not in _text(str(federation.kits.server / "log.txt"))
+
+
+def _foreign_client_cert(folder: Path, name: str = "hospital-a") -> tuple[Path, Path]:
+    """A client certificate for ``name`` signed by a root CA the federation never saw."""
+    folder.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+
+    def certificate(subject: str, issuer: str, public: Any, signer: Any, ca: bool) -> x509.Certificate:
+        return (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+            .public_key(public)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+            .sign(signer, hashes.SHA256())
+        )
+
+    ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    cert = certificate(name, "dose3d", key.public_key(), ca_key, ca=False)
+    cert_path, key_path = folder / "client.crt", folder / "client.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_path, key_path
+
+
+def _handshake(federation: Federation, client_cert: tuple[Path, Path] | None) -> str:
+    """Open TLS to the server as a client that trusts the real root CA; ``"accepted"`` or the server's alert.
+
+    Under TLS 1.3 the server judges the client's certificate after the client's side of the handshake, and its
+    verdict arrives as an alert on the first read: an error here is the server refusing, not the client.
+    """
+    context = ssl.create_default_context(cafile=str(federation.kits.server / "startup" / "rootCA.pem"))
+    context.check_hostname = False  # the server's certificate names its provisioned host, not 127.0.0.1
+    context.set_alpn_protocols(["h2"])
+    if client_cert is not None:
+        context.load_cert_chain(*map(str, client_cert))
+    with socket.create_connection(("127.0.0.1", federation.kits.fed_learn_port), timeout=10) as raw:
+        try:
+            with context.wrap_socket(raw) as tls:
+                tls.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes.fromhex("000000040000000000"))
+                return "accepted" if tls.recv(64) else "closed"
+        except ssl.SSLError as err:
+            return err.reason or str(err)
+
+
+def test_server_refuses_tls_from_a_foreign_ca_and_from_no_certificate(
+    federation: Federation, tmp_path: Path
+) -> None:
+    site_kit = federation.kits.clients["hospital-a"] / "startup"
+    # The control: the real hospital-a certificate gets through TLS (the gRPC server answers HTTP/2).
+    assert _handshake(federation, (site_kit / "client.crt", site_kit / "client.key")) == "accepted"
+    # The same client with a certificate of another CA, or with none: the server answers nothing and closes
+    # the connection (or sends a TLS alert), while the client itself trusted the server.
+    foreign = _handshake(federation, _foreign_client_cert(tmp_path / "foreign"))
+    missing = _handshake(federation, None)
+    assert foreign != "accepted" and missing != "accepted", (foreign, missing)
+    print(f"server's answer: foreign CA {foreign!r}, no certificate {missing!r}")
+    session = admin.open_session(federation.admin_kit("admin@coordinator.org"))
+    try:
+        assert admin.connected_clients(session) == sorted(SITES)
+    finally:
+        session.close()
+
+
+def test_provisioned_client_claiming_another_name_is_refused(federation: Federation, tmp_path: Path) -> None:
+    # hospital-a's own kit (its certificate, CN hospital-a), started as "hospital-x".
+    kit = tmp_path / "renamed"
+    shutil.copytree(
+        federation.kits.clients["hospital-a"], kit, ignore=shutil.ignore_patterns("*.log", "log.txt")
+    )
+    for name in ("sub_start.sh", "fed_client.json"):
+        script = kit / "startup" / name
+        script.write_text(script.read_text().replace("hospital-a", "hospital-x"))
+    impostor = start_participant("hospital-x", kit)
+    try:
+        server_log = federation.kits.server / "log.txt"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and "hospital-x" not in _text(str(server_log)):
+            time.sleep(1)
+        # NVFlare binds an endpoint's name to its certificate's common name and closes the connection.
+        refusal = "authenticated as 'hospital-a' but claimed endpoint 'hospital-x'"
+        assert refusal in _text(str(server_log)), _text(str(server_log))[-2000:]
+        session = admin.open_session(federation.admin_kit("admin@coordinator.org"))
+        try:
+            assert admin.connected_clients(session) == sorted(SITES)
+        finally:
+            session.close()
+    finally:
+        stop_participants([impostor])
+    assert not impostor.is_running()
 
 
 def _text(path: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,9 +30,17 @@ def tiny_model() -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in net.state_dict().items()}
 
 
-def context(direction: str, task: str = "train", job_id: str = "job-1", site: str = "site-1") -> FLContext:
-    """The filter context NVFlare sets up for a site's filter chain."""
+def context(
+    direction: str,
+    task: str = "train",
+    job_id: str = "job-1",
+    site: str = "site-1",
+    app_root: Path | None = None,
+) -> FLContext:
+    """The filter context NVFlare sets up for a site's filter chain (``app_root``: the job's app folder)."""
     fl_ctx = FLContext()
+    if app_root is not None:
+        fl_ctx.set_prop(FLContextKey.APP_ROOT, str(app_root), private=True, sticky=True)
     fl_ctx.set_prop(FLContextKey.FILTER_DIRECTION, direction, private=True, sticky=False)
     fl_ctx.set_prop(FLContextKey.TASK_NAME, task, private=True, sticky=False)
     fl_ctx.set_prop(ReservedKey.RUN_NUM, job_id, private=False, sticky=False)

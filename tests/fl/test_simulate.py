@@ -11,6 +11,7 @@ import torch
 
 from dose3d_fl.data.ingest import ingest_site
 from dose3d_fl.fl.seg_job import JOB_NAME, SegJobConfig
+from dose3d_fl.fl.server.transfer_log import LOG_NAME, TransferLog, verify_chain, verify_site
 from dose3d_fl.fl.simulate import SimulationConfig, simulate_seg
 from tests.data.dicom_builders import SMALL, make_study
 
@@ -21,6 +22,14 @@ def _tiny_site(dicom: Path, cache: Path, seed: int, cases: int = 4) -> None:
     for case in range(cases):
         make_study(SMALL, seed=seed * 100 + case).write(dicom / f"case{case}")
     ingest_site(dicom, cache)
+
+
+def _rechain(log: Path, records: list[dict]) -> None:
+    """Rewrite the log and chain it anew, as whoever holds the server could."""
+    log.unlink()
+    chain = TransferLog(log)
+    for record in records:
+        chain.append({k: v for k, v in record.items() if k not in ("prev", "hash", "countersignature")})
 
 
 def test_simulator_job_trains_validates_and_cross_evaluates(tmp_path: Path) -> None:
@@ -50,6 +59,27 @@ def test_simulator_job_trains_validates_and_cross_evaluates(tmp_path: Path) -> N
     initial_dice = initial["aggregated_metrics"][0]["value"]
     assert summary["final_val_dice"] > initial_dice + 0.1, (initial_dice, summary)
     assert json.loads((tmp_path / "summary.json").read_text()) == summary
+
+    # Every update is receipted and signed by its site; the log verifies against each site's key and head,
+    # and a rewritten decision or a cut-off end does not (dose3d_fl.fl.policy.receipts).
+    log = server / LOG_NAME
+    server_key = (server / "transfer_log.server_key.pem").read_text()
+    assert verify_chain(log, server_key).ok
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert {r["receipt_check"] for r in records} == {"ok"} and len(records) == 4
+    for site in ("site-1", "site-2"):
+        receipts = tmp_path / "data" / "cache" / site / "fl_state" / "receipts"
+        check = verify_site(
+            log, site, (receipts / "public_key.pem").read_text(), (receipts / "head").read_text()
+        )
+        assert check.ok, check
+    receipts = tmp_path / "data" / "cache" / "site-1" / "fl_state" / "receipts"
+    site_key, head = (receipts / "public_key.pem").read_text(), (receipts / "head").read_text()
+    forged = [dict(r, status="rejected") if (r["site"], r["round"]) == ("site-1", 0) else r for r in records]
+    _rechain(log, forged)
+    assert verify_chain(log).ok and not verify_site(log, "site-1", site_key, head).ok
+    _rechain(log, [r for r in records if (r["site"], r["round"]) != ("site-1", 1)])
+    assert verify_chain(log).ok and not verify_site(log, "site-1", site_key, head).ok
 
     # One concise line per round at the server (dose3d_fl.fl.server.controller), in its log.
     server_log = (tmp_path / "sim" / JOB_NAME / "server" / "log.txt").read_text()

@@ -6,7 +6,7 @@ import argparse
 import logging
 
 from dose3d_fl import __version__
-from dose3d_fl.cli import bench, clinical, data, deploy, fl, gan, geometry, report, seg
+from dose3d_fl.cli import audit, bench, clinical, data, deploy, fl, gan, geometry, report, seg
 from dose3d_fl.cli.bench import bench_config
 from dose3d_fl.cli.fl import seg_job_config
 
@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.register(sub)  # train
     fl.register(sub)  # fl
     bench.register(sub)  # bench
-    fl.register_audit(sub)  # audit
+    audit.register(sub)
     clinical.register(sub)  # segment
     geometry.register(sub)  # geometry
     report.register(sub)  # report

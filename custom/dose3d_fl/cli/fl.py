@@ -1,4 +1,4 @@
-"""The federated commands of ``dose3d``: ``fl export``, ``fl simulate``, ``fl resume``, ``fl site-model`` and ``audit verify``."""
+"""The federated commands of ``dose3d``: ``fl export``, ``fl simulate``, ``fl resume`` and ``fl site-model``."""
 
 from __future__ import annotations
 
@@ -11,18 +11,24 @@ from dose3d_fl.cli.common import fail
 from dose3d_fl.fl import DEFAULT_LOCAL_EPOCHS, DEFAULT_ROUNDS, LOCAL_LR_SCALE
 
 if TYPE_CHECKING:
+    from dose3d_fl.fl.gan_job import GanJobConfig
     from dose3d_fl.fl.seg_job import SegJobConfig
+
+SEG_AGGREGATIONS = "fedavg, median or trimmed-mean"
 
 
 def _cmd_fl_export(args: argparse.Namespace) -> int:
-    if args.job == "gan":
-        from dose3d_fl.fl.gan_job import export_gan_job
+    try:
+        if args.job == "gan":
+            from dose3d_fl.fl.gan_job import export_gan_job
 
-        print(export_gan_job(args.out))
-        return 0
-    from dose3d_fl.fl.seg_job import export_seg_job
+            print(export_gan_job(args.out, gan_job_config(args)))
+            return 0
+        from dose3d_fl.fl.seg_job import export_seg_job
 
-    print(export_seg_job(args.out))
+        print(export_seg_job(args.out, seg_job_config(args)))
+    except ValueError as err:
+        return fail(str(err))
     return 0
 
 
@@ -53,43 +59,84 @@ def _cmd_fl_site_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def gan_job_config(args: argparse.Namespace) -> GanJobConfig:
+    """The GAN job of ``dose3d fl simulate|export --job gan``'s options (the job defaults where one is not given).
+
+    Raises:
+        ValueError: an option value that only the segmentation job takes (``--aggregation median``).
+    """
+    from dose3d_fl.fl.gan_job import AGGREGATIONS, GanJobConfig
+
+    aggregation = args.aggregation or "generator-only"
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(
+            f"--aggregation {aggregation} is for the seg job; the gan job takes {' or '.join(AGGREGATIONS)}"
+        )
+    return GanJobConfig(
+        aggregation=aggregation,
+        **_given(
+            num_rounds=args.rounds,
+            local_epochs=args.local_epochs,
+            profile=args.profile,
+            min_clients=getattr(args, "min_clients", None),
+        ),
+    )
+
+
 def _cmd_fl_simulate_gan(args: argparse.Namespace) -> int:
-    from dose3d_fl.fl.gan_job import DEFAULT_GAN_LOCAL_EPOCHS, DEFAULT_GAN_ROUNDS, GanJobConfig
     from dose3d_fl.fl.gan_simulate import GanSimulationConfig, format_gan_summary, simulate_gan
 
-    rounds = args.rounds or DEFAULT_GAN_ROUNDS
-    epochs = args.local_epochs or DEFAULT_GAN_LOCAL_EPOCHS
-    job = GanJobConfig(
-        num_rounds=rounds,
-        local_epochs=epochs,
-        profile=args.profile or "cpu-small",
-        aggregation=args.aggregation,
-    )
+    try:
+        job = gan_job_config(args)
+    except ValueError as err:
+        return fail(str(err))
     start = time.perf_counter()
     summary = simulate_gan(
         GanSimulationConfig(workspace=args.workspace, sites=args.sites, job=job, seed=args.seed)
     )
     print(format_gan_summary(summary))
-    _print_run_footer(args, f"{rounds} rounds x {epochs} local epochs ({args.aggregation})", start)
+    _print_run_footer(
+        args, f"{job.num_rounds} rounds x {job.local_epochs} local epochs ({job.aggregation})", start
+    )
     return 0
 
 
 def seg_job_config(args: argparse.Namespace) -> SegJobConfig:
-    """The segmentation job of ``dose3d fl simulate``'s options (the job defaults where one is not given)."""
-    from dose3d_fl.fl.seg_job import SegJobConfig
+    """The segmentation job of ``dose3d fl simulate|export``'s options (the job defaults where one is not given).
 
+    Raises:
+        ValueError: an option value the job refuses, or one that only the GAN job takes.
+    """
+    from dose3d_fl.fl.seg_job import AGGREGATION_ALIASES, AGGREGATIONS, SegJobConfig
+
+    aggregation = args.aggregation or "fedavg"
+    if AGGREGATION_ALIASES.get(aggregation, aggregation) not in AGGREGATIONS:
+        raise ValueError(
+            f"--aggregation {aggregation} is for the gan job; the seg job takes {SEG_AGGREGATIONS}"
+        )
     return SegJobConfig(
         num_rounds=args.rounds or DEFAULT_ROUNDS,
         local_epochs=args.local_epochs or DEFAULT_LOCAL_EPOCHS,
         profile=args.profile or "cpu-small",
-        resume=args.resume,
+        resume=getattr(args, "resume", False),
         fedprox_mu=args.fedprox_mu,
         transfer=args.transfer,
         quantization=args.quantization,
         local_lr_scale=args.local_lr_scale,
         keep_optimizer_state=args.keep_optimizer_state,
         fedbn=args.fedbn,
+        aggregation=aggregation,
+        **_given(
+            trim_fraction=args.trim_fraction,
+            max_norm_ratio=args.max_norm_ratio,
+            min_clients=getattr(args, "min_clients", None),
+        ),
     )
+
+
+def _given(**options: object) -> dict[str, object]:
+    """The options that were given (not ``None``); the others keep the job's defaults."""
+    return {name: value for name, value in options.items() if value is not None}
 
 
 def _cmd_fl_simulate(args: argparse.Namespace) -> int:
@@ -115,7 +162,8 @@ def _cmd_fl_simulate(args: argparse.Namespace) -> int:
         SimulationConfig(workspace=args.workspace, sites=args.sites, job=job, seed=args.seed, dp=dp)
     )
     print(format_simulation_summary(summary))
-    _print_run_footer(args, f"{job.num_rounds} rounds x {job.local_epochs} local epochs", start)
+    aggregation = "" if job.aggregation == "fedavg" else f" ({job.aggregation.replace('_', '-')} aggregation)"
+    _print_run_footer(args, f"{job.num_rounds} rounds x {job.local_epochs} local epochs{aggregation}", start)
     return 0
 
 
@@ -127,45 +175,53 @@ def _print_run_footer(args: argparse.Namespace, what: str, start: float) -> None
     print(f"summary: {Path(args.workspace) / 'summary.json'}")
 
 
-def _cmd_audit_verify(args: argparse.Namespace) -> int:
-    from dose3d_fl.fl.server.transfer_log import verify_chain
-
-    if not args.log.is_file():
-        print(f"error: {args.log} does not exist (the server writes transfer_log.jsonl in its job workspace)")
-        return 2
-    check = verify_chain(args.log)
-    if check.ok:
-        print(f"{args.log}: chain intact ({check.lines} line(s))")
-        return 0
-    print(f"{args.log}: chain broken at line {check.first_bad_line} of {check.lines}: {check.reason}")
-    return 1
+def _aggregation(text: str) -> str:
+    """``--aggregation``'s type: ``trimmed_mean`` (the Python spelling) is read as ``trimmed-mean``."""
+    return "trimmed-mean" if text == "trimmed_mean" else text
 
 
-def _add_simulate_parser(fl: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    simulate = fl.add_parser("simulate", help="run a job in the NVFlare simulator on synthetic sites")
-    simulate.add_argument(
+def _add_job_arguments(parser: argparse.ArgumentParser) -> None:
+    """The job arguments ``fl simulate`` and ``fl export`` share (each travels with the job).
+
+    Options left out take the job's defaults (``SegJobConfig``, ``GanJobConfig``); NVFlare is not imported
+    here, so the help shows the server's defaults as text (tests/cli/test_fl.py keeps them equal).
+    """
+    parser.add_argument(
         "--job", choices=("seg", "gan"), default="seg", help="seg_fedavg (default) or gan_fedavg"
     )
-    simulate.add_argument("--sites", type=int, default=3, help="simulated sites (default 3)")
-    simulate.add_argument(
+    parser.add_argument(
         "--rounds", type=int, default=None, help=f"FedAvg rounds (default {DEFAULT_ROUNDS}; gan: 10)"
     )
-    simulate.add_argument(
+    parser.add_argument(
         "--local-epochs",
         type=int,
         default=None,
         help=f"local epochs per round at each site (default {DEFAULT_LOCAL_EPOCHS}; gan: 2)",
     )
-    simulate.add_argument("--workspace", type=Path, default=Path("runs/simulate"))
-    simulate.add_argument("--profile", default=None, help="segmentation or GAN profile (default cpu-small)")
-    simulate.add_argument(
+    parser.add_argument("--profile", default=None, help="segmentation or GAN profile (default cpu-small)")
+    parser.add_argument(
         "--aggregation",
-        choices=("both", "generator-only"),
-        default="generator-only",
-        help="gan job: average generator and critic, or the generator only (default; critics stay local)",
+        type=_aggregation,
+        choices=("fedavg", "median", "trimmed-mean", "both", "generator-only"),
+        default=None,
+        help="seg job: fedavg (default; weighted mean), or a robust coordinate-wise median or trimmed-mean, "
+        "weighted by the sites' steps (docs/privacy.md); gan job: average generator and critic (both), or "
+        "the generator only (generator-only, default; critics stay local)",
     )
-    simulate.add_argument("--seed", type=int, default=0, help="synthetic data seed")
-    variants = simulate.add_argument_group("seg job variants (docs/performance.md)")
+    variants = parser.add_argument_group("seg job variants (docs/performance.md, docs/privacy.md)")
+    variants.add_argument(
+        "--trim-fraction",
+        type=float,
+        default=None,
+        help="trimmed-mean: share of the sites cut at each end per coordinate (default 0.2: 1 of 5)",
+    )
+    variants.add_argument(
+        "--max-norm-ratio",
+        type=float,
+        default=None,
+        help="the server rejects an update farther from the global model than this many times the median "
+        "of the other sites' (default 10)",
+    )
     variants.add_argument(
         "--fedprox-mu", type=float, default=0.0, help="FedProx proximal coefficient (default 0: FedAvg)"
     )
@@ -194,6 +250,14 @@ def _add_simulate_parser(fl: argparse._SubParsersAction[argparse.ArgumentParser]
         action="store_true",
         help="FedBN: each site keeps its own BatchNorm layers (scanner differences); the server is unchanged",
     )
+
+
+def _add_simulate_parser(fl: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    simulate = fl.add_parser("simulate", help="run a job in the NVFlare simulator on synthetic sites")
+    _add_job_arguments(simulate)
+    simulate.add_argument("--sites", type=int, default=3, help="simulated sites (default 3)")
+    simulate.add_argument("--workspace", type=Path, default=Path("runs/simulate"))
+    simulate.add_argument("--seed", type=int, default=0, help="synthetic data seed")
     dp = simulate.add_argument_group(
         "differential privacy at every simulated site (fl/policy/dp.py; a real site sets it in local/privacy.json)"
     )
@@ -216,10 +280,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     fl = sub.add_parser("fl", help="federated learning with NVIDIA FLARE").add_subparsers(
         dest="fl_command", required=True
     )
-    export = fl.add_parser("export", help="export a job folder (no paths, no secrets)")
+    export = fl.add_parser(
+        "export",
+        help="export a job folder (no paths, no secrets); without options, the committed jobs/",
+    )
     export.add_argument("--out", type=Path, default=Path("jobs"), help="parent folder (default jobs/)")
+    _add_job_arguments(export)
     export.add_argument(
-        "--job", choices=("seg", "gan"), default="seg", help="seg_fedavg (default) or gan_fedavg"
+        "--min-clients", type=int, default=None, help="sites that must answer each round (default 3)"
     )
     export.set_defaults(func=_cmd_fl_export)
     _add_simulate_parser(fl)
@@ -252,15 +320,3 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     site_model.add_argument("--profile", default=None, help="profile of a model file that stores none")
     site_model.set_defaults(func=_cmd_fl_site_model)
-
-
-def register_audit(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``audit`` (``verify``) to the ``dose3d`` sub-commands."""
-    audit = sub.add_parser("audit", help="check the server's transfer log").add_subparsers(
-        dest="audit_command", required=True
-    )
-    verify = audit.add_parser(
-        "verify", help="check the hash chain of a transfer_log.jsonl; name the first bad line"
-    )
-    verify.add_argument("log", type=Path)
-    verify.set_defaults(func=_cmd_audit_verify)

@@ -25,6 +25,7 @@ from pathlib import Path
 from nvflare.recipe import add_cross_site_evaluation, add_experiment_tracking
 
 from dose3d_fl.fl.export import export_recipe, in_script_folder
+from dose3d_fl.fl.policy.metrics import declare_metrics
 from dose3d_fl.fl.seg_job import (
     SegFedAvgRecipe,
     add_task_polling,
@@ -36,6 +37,20 @@ from dose3d_fl.gan.profiles import DEFAULT_GAN_PROFILE, get_gan_profile
 JOB_NAME = "gan_fedavg"
 CLIENT_SCRIPT = Path(__file__).parent / "site" / "gan_client.py"
 KEY_METRIC = "gan_mmd"
+# The metrics gan_client.py sends (``gan_`` + the quality metrics of dose3d_fl.gan.metrics, the losses, the case
+# count): the job declares them, each site's weights-only guard refuses any other (dose3d_fl.fl.policy.metrics).
+SITE_METRICS = (
+    "gan_dropped_memorized",
+    "gan_label_ok",
+    "gan_mmd",
+    "gan_msssim",
+    "gan_diversity",
+    "gan_msssim_real",
+    "gan_loss_g",
+    "gan_loss_d",
+    "gan_wasserstein",
+    "train_cases",
+)
 AGGREGATIONS = ("both", "generator-only")
 SERVER_MODELS = {
     "both": "dose3d_fl.gan.network.GanPair",
@@ -91,6 +106,7 @@ def build_gan_recipe(config: GanJobConfig | None = None) -> SegFedAvgRecipe:
         # The segmentation job's timeouts (server/README.md): 3D models over hospital networks.
         add_transfer_timeouts(recipe)
         add_task_polling(recipe)
+        declare_metrics(recipe, SITE_METRICS)
         add_cross_site_evaluation(recipe, submit_model_timeout=1800, validation_timeout=14400)
         if config.tensorboard:
             add_experiment_tracking(recipe, tracking_type="tensorboard")

@@ -22,9 +22,10 @@ from nvflare.recipe.spec import ExecEnv
 
 from dose3d_fl.fl import DEFAULT_LOCAL_EPOCHS, DEFAULT_ROUNDS, LOCAL_LR_SCALE
 from dose3d_fl.fl.export import export_recipe, in_script_folder
+from dose3d_fl.fl.policy.metrics import declare_metrics
 from dose3d_fl.fl.policy.privacy import JOB_TASKS
 from dose3d_fl.fl.policy.quantization import QUANTIZATIONS, Float16Dequantizer, Float16Quantizer
-from dose3d_fl.fl.server.aggregators import RobustAggregator
+from dose3d_fl.fl.server.aggregators import DEFAULT_TRIM_FRACTION, RobustAggregator
 from dose3d_fl.fl.server.controller import SegFedAvg
 from dose3d_fl.fl.server.update_checks import DEFAULT_MAX_NORM_RATIO
 from dose3d_fl.fl.site.polling import RESULT_POLL_INTERVAL
@@ -34,7 +35,21 @@ from dose3d_fl.seg.profiles import DEFAULT_PROFILE, get_profile
 JOB_NAME = "seg_fedavg"
 CLIENT_SCRIPT = Path(__file__).parent / "site" / "seg_client.py"
 KEY_METRIC = "val_dice"
+# The metrics seg_client.py sends (train and validate results): the job declares them, each site's weights-only
+# guard refuses any other (dose3d_fl.fl.policy.metrics).
+SITE_METRICS = (
+    "val_dice",
+    "val_cases",
+    "train_loss",
+    "val_seconds",
+    "train_seconds",
+    "cache_seconds",
+    "data_seconds",
+)
 TRANSFERS = ("full", "diff")
+AGGREGATIONS = ("fedavg", "median", "trimmed_mean")
+# The command line spells it with a hyphen (``--aggregation trimmed-mean``); both spellings are accepted.
+AGGREGATION_ALIASES = {"trimmed-mean": "trimmed_mean"}
 # Seconds between a site's task requests (NVFlare: 2) and between the server workflow's checks of a round's
 # tasks (NVFlare: 0.5, and 0.2 in the server's task monitor); see add_task_polling and SegFedAvgRecipe.
 TASK_REQUEST_INTERVAL = 0.2
@@ -55,8 +70,11 @@ class SegJobConfig:
         local_epochs: local epochs per round at each site.
         profile: segmentation profile name (``dose3d_fl.seg.profiles``).
         tensorboard: stream site metrics to the server's TensorBoard event files.
-        aggregation: ``"fedavg"`` (weighted mean), or a robust ``"median"`` / ``"trimmed_mean"``
-            (``dose3d_fl.fl.server.aggregators``).
+        aggregation: ``"fedavg"`` (weighted mean), or a robust coordinate-wise ``"median"`` /
+            ``"trimmed_mean"`` (also spelt ``"trimmed-mean"``), weighted by the sites' reported steps capped
+            at the median site's, correct with FULL and DIFF transfer (``dose3d_fl.fl.server.aggregators``).
+        trim_fraction: the trimmed mean's share of the sites cut at each end per coordinate (``floor(b n)``
+            of ``n`` sites; 0.2 cuts one of five).
         max_norm_ratio: the server rejects an update farther from the global model than this many times the
             median of the other sites' (``dose3d_fl.fl.server.update_checks``).
         min_responses: results a round needs (capped at ``min_clients``); a round that closes with fewer
@@ -95,6 +113,7 @@ class SegJobConfig:
     profile: str = DEFAULT_PROFILE
     tensorboard: bool = True
     aggregation: str = "fedavg"
+    trim_fraction: float = DEFAULT_TRIM_FRACTION
     max_norm_ratio: float = DEFAULT_MAX_NORM_RATIO
     min_responses: int = 2
     round_timeout: int = 7200
@@ -112,6 +131,12 @@ class SegJobConfig:
     fedbn: bool = False
 
     def __post_init__(self) -> None:
+        aggregation = AGGREGATION_ALIASES.get(self.aggregation, self.aggregation)
+        if aggregation not in AGGREGATIONS:
+            raise ValueError(f"aggregation {self.aggregation!r} is not one of fedavg, median, trimmed-mean")
+        object.__setattr__(self, "aggregation", aggregation)  # the one internal spelling
+        if not 0 <= self.trim_fraction < 0.5:
+            raise ValueError(f"trim_fraction must be in [0, 0.5), got {self.trim_fraction}")
         if self.transfer not in TRANSFERS:
             raise ValueError(f"transfer {self.transfer!r} is not one of {', '.join(TRANSFERS)}")
         if self.quantization and self.quantization not in QUANTIZATIONS:
@@ -225,7 +250,7 @@ def build_seg_recipe(config: SegJobConfig | None = None) -> FedAvgRecipe:
             key_metric_mode="max",
             aggregator=None
             if config.aggregation == "fedavg"
-            else RobustAggregator(method=config.aggregation),
+            else RobustAggregator(method=config.aggregation, trim_fraction=config.trim_fraction),
             max_norm_ratio=config.max_norm_ratio,
             min_responses=min(config.min_responses, config.min_clients),
             round_timeout=config.round_timeout,
@@ -236,6 +261,7 @@ def build_seg_recipe(config: SegJobConfig | None = None) -> FedAvgRecipe:
         )
         add_transfer_timeouts(recipe, config.dead_client_grace_period)
         add_task_polling(recipe, config.task_request_interval)
+        declare_metrics(recipe, SITE_METRICS)
         # Cross-site evaluation of several 3D models at a slow site may take hours.
         if config.cross_site_evaluation:
             add_cross_site_evaluation(recipe, submit_model_timeout=1800, validation_timeout=14400)

@@ -116,7 +116,9 @@ def simulate_seg(config: SimulationConfig, customize: Callable[[FedAvgRecipe], N
     job = SegJobConfig(**{**config.job.__dict__, "min_clients": config.sites})
     recipe = build_seg_recipe(dataclasses.replace(job, quantization=""))
     add_site_policy(recipe, dp=config.dp, keep_payloads=config.keep_payloads)
-    if job.quantization:  # after the site policy, whose guard and audit see the float32 model (as in a POC)
+    # float16 after the site policy, as in a POC (NVFlare runs a site's scope filters before a job's): the
+    # guard, DP (which clips and noises the float32 update) and the audit see float32; float16 rounds the release.
+    if job.quantization:
         add_quantization(recipe, job.quantization)
     if customize is not None:
         customize(recipe)

@@ -56,6 +56,21 @@ def test_the_filters_quantise_a_shareable_and_restore_it() -> None:
     assert "Float16Quantizer" in arrived.get_filter_history()
 
 
+def test_the_filter_history_lists_each_filter_once() -> None:
+    """NVFlare's DXOFilter copies the history into the new DXO: a copied meta must not bring it twice."""
+    original = DXO(data_kind=DataKind.WEIGHTS, data=_params())
+    original.add_filter_history(["WeightsOnlyGuard", "GaussianDP(C=1,sigma=1)"])
+    sent = Float16Quantizer().process(original.to_shareable(), FLContext())
+    arrived = from_shareable(Float16Dequantizer().process(sent, FLContext()))
+    assert arrived.get_filter_history() == [
+        "WeightsOnlyGuard",
+        "GaussianDP(C=1,sigma=1)",
+        "Float16Quantizer",
+        "Float16Dequantizer",
+    ]
+    assert original.get_filter_history() == ["WeightsOnlyGuard", "GaussianDP(C=1,sigma=1)"]
+
+
 def test_metrics_pass_unchanged() -> None:
     shareable = DXO(data_kind=DataKind.METRICS, data={"val_dice": 0.9}).to_shareable()
     assert from_shareable(Float16Quantizer().process(shareable, FLContext())).data == {"val_dice": 0.9}

@@ -85,7 +85,14 @@ def test_poisoned_updates_are_rejected_and_the_job_completes(run) -> None:
     assert "median of the other sites" in decisions[(1, "site-3")]["reason"]
     assert decisions[(1, "site-1")]["status"] == "accepted"
     assert all(decisions[(0, s)]["status"] == "accepted" for s in ("site-1", "site-2", "site-3"))
-    assert all(e["filters"] == ["WeightsOnlyGuard"] for e in entries)  # the site policy ran at every site
+    assert all(
+        e["filters"] == ["WeightsOnlyGuard", "SiteReceipts"] for e in entries
+    )  # every site ran its policy
+    # Each site signed what its policy released; the poison (a job filter after the site's policy) changed
+    # the tensors afterwards, and the server's receipt check says so.
+    poisoned = {(1, "site-2"), (1, "site-3")}
+    assert all(e["receipt_check"] == "ok" for e in entries if (e["round"], e["site"]) not in poisoned)
+    assert all(decisions[key]["receipt_check"].startswith("the tensors received differ") for key in poisoned)
     assert verify_chain(_server(ws) / LOG_NAME).ok
 
 

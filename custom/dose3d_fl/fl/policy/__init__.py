@@ -1,5 +1,6 @@
 """What a site lets leave: its ``privacy.json`` scope, the weights-only guard and payload audit filters,
-the payload rules behind them, the Gaussian DP mechanism with its ledger, and float16 transfer.
+the payload rules behind them, the jobs' metric allow-lists, the Gaussian DP mechanism with its ledger, and
+float16 transfer.
 
 The names below are imported on first use (``dose3d_fl._lazy``).
 """
@@ -15,6 +16,7 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "filters": ["WeightsOnlyGuard", "PayloadAudit"],
         "payload": ["check_weights_only", "describe_result", "params_digest"],
         "dp": ["GaussianDP", "PrivacyLedger", "clip_and_noise"],
+        "metrics": ["declare_metrics", "declared_metrics"],
         "quantization": ["Float16Quantizer", "Float16Dequantizer"],
     },
 )

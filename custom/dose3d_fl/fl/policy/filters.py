@@ -30,6 +30,7 @@ from nvflare.apis.fl_context import FLContext
 from nvflare.apis.shareable import Shareable, make_reply
 from nvflare.fuel.utils import fobs
 
+from dose3d_fl.fl.policy.metrics import declared_metrics
 from dose3d_fl.fl.policy.payload import (
     WEIGHT_KINDS,
     TensorSpec,
@@ -116,18 +117,31 @@ def refuse(fl_ctx: FLContext, what: str, reason: str) -> Shareable:
 
 
 class WeightsOnlyGuard(Filter):
-    """Lets a result leave only if it is model weights (names and shapes of the received model) + scalars.
+    """Lets a result leave only if it is model weights (names and shapes of the received model) + the job's
+    declared scalar metrics.
 
-    The rule is :func:`dose3d_fl.fl.policy.payload.check_weights_only`. A refused result is replaced by an error
-    reply carrying no data; the reason is logged at the site (logger ``dose3d.site_policy``).
+    The rule is :func:`dose3d_fl.fl.policy.payload.check_weights_only`; the metric names are those the job
+    declares (:func:`dose3d_fl.fl.policy.metrics.declared_metrics`), narrowed to ``metrics`` when the site
+    lists its own. A refused result is replaced by an error reply carrying no data; the reason is logged at
+    the site (logger ``dose3d.site_policy``).
+
+    Args:
+        metrics: the site's own allow-list of metric names (``privacy.json``); ``None``: the job's declaration.
     """
+
+    def __init__(self, metrics: list[str] | None = None) -> None:
+        super().__init__()
+        self.metrics = None if metrics is None else frozenset(metrics)
 
     def process(self, shareable: Shareable, fl_ctx: FLContext) -> Shareable:
         if direction(fl_ctx) == FilterKey.IN:
             remember_incoming(shareable, fl_ctx)
             return shareable
         received = ReceivedModels.get(job_id_of(fl_ctx))
-        reason = check_weights_only(shareable, received.signature if received else None)
+        allowed = frozenset(declared_metrics(fl_ctx) or ())
+        if self.metrics is not None:
+            allowed &= self.metrics
+        reason = check_weights_only(shareable, received.signature if received else None, allowed)
         if reason:
             return refuse(fl_ctx, "weights-only guard", reason)
         with contextlib.suppress(ValueError):  # a bare reply has no DXO to stamp

@@ -11,12 +11,14 @@ What may leave (the weights-only rule):
 - a DXO of kind ``WEIGHTS`` / ``WEIGHT_DIFF`` whose tensors all carry names **and** shapes of the model this
   site received for the job (a subset is allowed: a job may keep some tensors local), with floating-point
   dtypes; or a DXO of kind ``METRICS``;
-- metrics: at most :data:`MAX_METRICS` entries, short names, plain ``int``/``float`` values;
+- metrics: only the names the job declares (``dose3d_fl.fl.policy.metrics``; none when it declares none), so
+  at most as many entries as names (and never more than :data:`MAX_METRICS`), plain ``int``/``float`` values;
 - DXO meta: only the keys in :data:`ALLOWED_META_KEYS`, with scalar values (or the metrics dict, or the
   list of filter names NVFlare records);
 - headers: short scalar values only (NVFlare's own routing headers).
 
-Anything else (an unknown or re-shaped tensor, strings, nested objects, bytes, image-sized arrays) is refused.
+Anything else (an unknown or re-shaped tensor, an undeclared metric, strings, nested objects, bytes,
+image-sized arrays) is refused.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import math
 import numbers
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -151,13 +153,19 @@ def describe_result(shareable: Shareable) -> dict[str, Any]:
     }
 
 
-def check_weights_only(shareable: Shareable, signature: Mapping[str, TensorSpec] | None) -> str | None:
+def check_weights_only(
+    shareable: Shareable,
+    signature: Mapping[str, TensorSpec] | None,
+    allowed_metrics: Collection[str] = (),
+) -> str | None:
     """Whether a task result may leave the site under the weights-only rule (module docstring).
 
     Args:
         shareable: the result as the site is about to send it.
         signature: the tensors of the model this site last received for the job (:func:`model_signature`);
             ``None`` when it received none, in which case no tensor may leave.
+        allowed_metrics: the metric names the job declares (``dose3d_fl.fl.policy.metrics``); empty: no
+            metric may leave.
 
     Returns:
         ``None`` when the result may leave, else a one-line reason naming what is wrong.
@@ -174,11 +182,11 @@ def check_weights_only(shareable: Shareable, signature: Mapping[str, TensorSpec]
         dxo = from_shareable(shareable)
     except ValueError as err:
         return f"result is not a valid DXO: {err}"
-    reason = _check_meta(dxo.meta or {})
+    reason = _check_meta(dxo.meta or {}, allowed_metrics)
     if reason:
         return reason
     if dxo.data_kind == DataKind.METRICS:
-        return _check_metrics(dxo.data, "metrics")
+        return _check_metrics(dxo.data, "metrics", allowed_metrics)
     if dxo.data_kind not in WEIGHT_KINDS:
         return f"DXO kind {dxo.data_kind!r} is not model weights or metrics"
     return _check_tensors(dxo.data, signature)
@@ -203,7 +211,7 @@ def _check_tensors(data: Any, signature: Mapping[str, TensorSpec] | None) -> str
     return None
 
 
-def _check_metrics(metrics: Any, where: str) -> str | None:
+def _check_metrics(metrics: Any, where: str, allowed: Collection[str]) -> str | None:
     if not isinstance(metrics, Mapping):
         return f"{where} must be a name -> number mapping, got {type(metrics).__name__}"
     if len(metrics) > MAX_METRICS:
@@ -211,17 +219,20 @@ def _check_metrics(metrics: Any, where: str) -> str | None:
     for name, value in metrics.items():
         if not isinstance(name, str) or len(name) > MAX_NAME_LENGTH:
             return f"{where} name {str(name)[:MAX_NAME_LENGTH]!r} is not a short string"
+        if name not in allowed:
+            declared = ", ".join(sorted(allowed)) if allowed else "none"
+            return f"metric {name!r} is not on the job's metric allow-list ({declared})"
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             return f"{where} {name!r} is {type(value).__name__}, not a number"
     return None
 
 
-def _check_meta(meta: Mapping[str, Any]) -> str | None:
+def _check_meta(meta: Mapping[str, Any], allowed_metrics: Collection[str]) -> str | None:
     for key, value in meta.items():
         if key not in ALLOWED_META_KEYS:
             return f"DXO meta key {str(key)[:MAX_NAME_LENGTH]!r} is not allowed"
         if key == MetaKey.INITIAL_METRICS:
-            reason = _check_metrics(value, "metrics")
+            reason = _check_metrics(value, "metrics", allowed_metrics)
         elif key == MetaKey.FILTER_HISTORY:
             ok = isinstance(value, list) and all(isinstance(v, str) and len(v) <= 128 for v in value)
             reason = None if ok else "DXO filter history must be a list of filter names"

@@ -1,8 +1,9 @@
 """A site's ``local/privacy.json``: the one scope, ``dose3d``, that every job at the site runs in.
 
-The scope lists the site's own filters (``dose3d_fl.fl.policy.filters``, ``dose3d_fl.fl.policy.dp``): the weights-only
-guard always, the Gaussian mechanism when the site sets a privacy budget, and the payload audit last, so it
-records what actually leaves. ``default_scope`` is ``dose3d`` and no other scope exists, so a job that names
+The scope lists the site's own filters (``dose3d_fl.fl.policy.filters``, ``dose3d_fl.fl.policy.dp``,
+``dose3d_fl.fl.policy.receipts``): the weights-only guard always, the Gaussian mechanism when the site sets a
+privacy budget, the signed receipt of what those release, and the payload audit last, so it records what
+actually leaves. ``default_scope`` is ``dose3d`` and no other scope exists, so a job that names
 no scope gets it and a job naming another scope is refused by the site.
 
 ``sites/local/privacy.json`` is :func:`site_privacy_policy` with its defaults (a test keeps them equal).
@@ -23,6 +24,7 @@ SCOPE = "dose3d"
 GUARD = "dose3d_fl.fl.policy.filters.WeightsOnlyGuard"
 AUDIT = "dose3d_fl.fl.policy.filters.PayloadAudit"
 GAUSSIAN_DP = "dose3d_fl.fl.policy.dp.GaussianDP"
+RECEIPTS = "dose3d_fl.fl.policy.receipts.SiteReceipts"
 # The tasks of the dose3d jobs (job filters name tasks; NVFlare has no wildcard for them).
 JOB_TASKS = ("train", "validate", "submit_model")
 
@@ -33,10 +35,13 @@ class DPConfig:
 
     Args:
         clip_norm: L2 bound ``C`` of one update.
-        noise_multiplier: ``sigma``; noise standard deviation ``sigma * C``.
+        noise_multiplier: ``sigma``; noise standard deviation ``sigma * 2C`` (the sensitivity under replace-one
+            adjacency is ``2C``; ``dose3d_fl.fl.policy.dp``).
         epsilon_budget: the site's total epsilon across rounds and jobs.
         delta: the guarantee's delta.
         seed: fixed noise, for experiments only.
+        ledger: the site's ledger file, relative to its workspace root unless absolute; ``{site}`` is replaced
+            by the site's name.
     """
 
     clip_norm: float
@@ -44,6 +49,7 @@ class DPConfig:
     epsilon_budget: float
     delta: float = 1e-5
     seed: int | None = None
+    ledger: str = "local/dp_ledger.json"
 
 
 def site_privacy_policy(
@@ -62,6 +68,9 @@ def site_privacy_policy(
         dp_args = {k: v for k, v in dp.__dict__.items() if v is not None}
         result_filters.append({"path": GAUSSIAN_DP, "args": dp_args, "direction": "out"})
         data_filters.append({"path": GAUSSIAN_DP, "args": dp_args, "direction": "in"})
+    # Receipts sign what the guard and DP release, before the audit records what leaves (policy/receipts.py).
+    result_filters.append({"path": RECEIPTS, "args": {}, "direction": "out"})
+    data_filters.append({"path": RECEIPTS, "args": {}, "direction": "in"})
     audit_args: dict[str, Any] = {"path": audit_path}
     if keep_payloads:
         audit_args["keep_payloads"] = True

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from nvflare.apis.dxo import DXO, DataKind
+from nvflare.apis.dxo import DXO, DataKind, MetaKey
 from nvflare.apis.dxo_filter import DXOFilter
 from nvflare.apis.fl_context import FLContext
 from nvflare.apis.shareable import Shareable
@@ -84,7 +84,7 @@ class Float16Quantizer(DXOFilter):
         params, sources = to_float16(dxo.data)
         if not sources:
             return None
-        return DXO(dxo.data_kind, data=params, meta={**(dxo.meta or {}), META_KEY: sources})
+        return DXO(dxo.data_kind, data=params, meta={**_meta_without_history(dxo), META_KEY: sources})
 
 
 class Float16Dequantizer(DXOFilter):
@@ -97,5 +97,11 @@ class Float16Dequantizer(DXOFilter):
         sources = (dxo.meta or {}).get(META_KEY)
         if not sources or not isinstance(dxo.data, dict):
             return None
-        meta = {key: value for key, value in dxo.meta.items() if key != META_KEY}
+        meta = {key: value for key, value in _meta_without_history(dxo).items() if key != META_KEY}
         return DXO(dxo.data_kind, data=from_float16(dxo.data, sources), meta=meta)
+
+
+def _meta_without_history(dxo: DXO) -> dict[str, Any]:
+    """The DXO's meta without its filter history: NVFlare's ``DXOFilter`` copies the history into the new DXO
+    itself, so a copied history would be listed twice (and the list shared with the original DXO)."""
+    return {key: value for key, value in (dxo.meta or {}).items() if key != MetaKey.FILTER_HISTORY}

@@ -32,9 +32,18 @@ from nvflare.apis.shareable import Shareable
 from nvflare.app_common.abstract.fl_model import FLModel, ParamsType
 from nvflare.app_common.app_constant import AppConstants
 
+from dose3d_fl.files import write_text_atomic
 from dose3d_fl.fl.policy.payload import as_array, params_digest
+from dose3d_fl.fl.policy.receipts import (
+    DECISIONS_META,
+    RECEIPT_META,
+    Receipt,
+    load_or_create_key,
+    public_pem,
+    sign,
+)
 from dose3d_fl.fl.server.resilient import ResilientFedAvg
-from dose3d_fl.fl.server.transfer_log import LOG_NAME, TransferLog
+from dose3d_fl.fl.server.transfer_log import LOG_NAME, SERVER_KEY_DIR, SERVER_KEY_NAME, TransferLog
 from dose3d_fl.fl.server.update_checks import DEFAULT_MAX_NORM_RATIO, check_update, update_outliers
 
 ROUND_LOGGER = "dose3d.rounds"
@@ -92,6 +101,8 @@ class SegFedAvg(ResilientFedAvg):
         self._global: dict[str, np.ndarray] = {}
         self._transfer_log: TransferLog | None = None
         self.rejections: dict[str, list[int]] = {}
+        # What the server decided on each site's last receipted update; sent with the next round's task.
+        self._decisions: dict[str, dict[str, Any]] = {}
 
     def sample_clients(self, num_clients: int | None = None) -> list[str]:
         # Called once at the start of each round, after ROUND_STARTED.
@@ -106,6 +117,9 @@ class SegFedAvg(ResilientFedAvg):
         if data is not None and task_name == self.task_name and data.params:
             # The round's reference for the update checks: the global model as sent.
             self._global = {name: np.array(as_array(v), copy=True) for name, v in data.params.items()}
+            if self._decisions:  # each site records the decision on its last update (policy/receipts.py)
+                data.meta = {**(data.meta or {}), DECISIONS_META: dict(self._decisions)}
+                self._decisions = {}
         return super().send_model(task_name=task_name, targets=targets, data=data, **kwargs)
 
     def _accept_train_result(
@@ -218,7 +232,7 @@ class SegFedAvg(ResilientFedAvg):
         norm: float | None = None,
     ) -> None:
         if self._transfer_log is None:
-            self._transfer_log = TransferLog(self._run_dir() / LOG_NAME)
+            self._transfer_log = self._open_transfer_log()
         record: dict[str, Any] = {"round": self.current_round, "site": site, "status": status}
         if result is not None:
             digest, nbytes = params_digest(result.params or {})
@@ -231,11 +245,28 @@ class SegFedAvg(ResilientFedAvg):
             }
             if "dp_epsilon" in meta:
                 record["dp_epsilon"] = float(meta["dp_epsilon"])
+            receipt = Receipt.from_meta(meta.get(RECEIPT_META))
+            if receipt is not None:
+                record["receipt"] = receipt.to_meta()
+                record["receipt_check"] = receipt.check(site, self.current_round, digest)
+                self._decisions[site] = {
+                    "round": self.current_round,
+                    "sha256": receipt.entry.get("sha256"),
+                    "status": status,
+                }
         if norm is not None:
             record["update_norm"] = round(float(norm), 6)
         if reason:
             record["reason"] = reason
         self._transfer_log.append(record)
+
+    def _open_transfer_log(self) -> TransferLog:
+        """The job's log, countersigned with the server's provisioned key (or a key of this workspace's)."""
+        run_dir = self._run_dir()
+        root = Path(self.engine.get_workspace().get_root_dir()) if self.engine else run_dir
+        key = load_or_create_key(root / SERVER_KEY_DIR, root / "startup" / "server.key", SERVER_KEY_NAME)
+        write_text_atomic(run_dir / f"{Path(LOG_NAME).stem}.server_key.pem", public_pem(key))
+        return TransferLog(run_dir / LOG_NAME, countersign=lambda data: sign(key, data))
 
     def _run_dir(self) -> Path:
         engine = self.fl_ctx.get_engine() if self.fl_ctx else None
