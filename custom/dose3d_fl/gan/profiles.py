@@ -18,6 +18,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from dose3d_fl.seg.profiles import named_profile
+
 # Fields that change the networks' tensors or what a sample means: two profiles that differ in one of them
 # cannot share weights.
 MODEL_FIELDS = (
@@ -191,7 +193,4 @@ def get_gan_profile(name: str = DEFAULT_GAN_PROFILE) -> GanProfile:
     Raises:
         ValueError: no profile of that name (the message lists the known ones).
     """
-    try:
-        return GAN_PROFILES[name]
-    except KeyError:
-        raise ValueError(f"unknown GAN profile {name!r}; choose one of {', '.join(GAN_PROFILES)}") from None
+    return named_profile(GAN_PROFILES, name, "GAN")

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 LOSSES = ("dice_ce", "dice")
 LR_SCHEDULES = ("constant", "cosine")
@@ -32,6 +33,9 @@ MODEL_FIELDS = (
     "out_channels",
 )
 NORMS = ("batch", "instance")
+
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -240,9 +244,12 @@ def get_profile(name: str = DEFAULT_PROFILE) -> SegProfile:
     Raises:
         ValueError: no profile of that name (the message lists the known ones).
     """
+    return named_profile(PROFILES, name, "segmentation")
+
+
+def named_profile(registry: Mapping[str, T], name: str, kind: str) -> T:
+    """``registry[name]``, or a ValueError that lists the ``kind`` profiles there are."""
     try:
-        return PROFILES[name]
+        return registry[name]
     except KeyError:
-        raise ValueError(
-            f"unknown segmentation profile {name!r}; choose one of {', '.join(PROFILES)}"
-        ) from None
+        raise ValueError(f"unknown {kind} profile {name!r}; choose one of {', '.join(registry)}") from None
