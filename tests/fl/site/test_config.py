@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -56,3 +57,15 @@ def test_bad_config_is_refused_with_the_file_named(tmp_path: Path, content: str)
     path.write_text(content)
     with pytest.raises(ValueError, match=r"dose3d_site\.json"):
         SiteConfig.load(path)
+
+
+def test_an_unknown_key_is_named_with_the_key_it_resembles(tmp_path: Path) -> None:
+    path = tmp_path / "dose3d_site.json"
+    path.write_text(json.dumps({"cache_dir": "c", "num_thread": 4}))
+    with pytest.raises(ValueError, match=r"unknown key 'num_thread' \(did you mean 'num_threads'\?\)"):
+        SiteConfig.load(path)
+
+
+def test_the_committed_example_is_a_valid_site_configuration() -> None:
+    example = Path(__file__).resolve().parents[3] / "sites" / "local" / "dose3d_site.json"
+    assert SiteConfig.load(example).cache_dir == "/srv/dose3d/cache"

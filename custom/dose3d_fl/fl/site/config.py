@@ -11,6 +11,7 @@ A job names no path. Each site client finds its configuration, in this order:
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -62,7 +63,8 @@ class SiteConfig:
         """Read a configuration file.
 
         Raises:
-            ValueError: the file is not valid JSON or lacks ``cache_dir``.
+            ValueError: the file is not valid JSON, lacks ``cache_dir`` or has a key this version does not know
+                (a misspelt ``num_thread`` would otherwise pass unnoticed).
         """
         try:
             data = json.loads(Path(path).read_text())
@@ -70,8 +72,15 @@ class SiteConfig:
             raise ValueError(f"site configuration {path} is not valid JSON: {err}") from err
         if not isinstance(data, dict) or "cache_dir" not in data:
             raise ValueError(f"site configuration {path} must be a JSON object with a 'cache_dir' entry")
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
+        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
+        if unknown:
+            near = difflib.get_close_matches(unknown[0], cls.__dataclass_fields__, n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise ValueError(
+                f"site configuration {path}: unknown key {unknown[0]!r}{hint}; "
+                f"the keys are {', '.join(cls.__dataclass_fields__)}"
+            )
+        return cls(**data)
 
 
 def find_site_config(site_name: str, workspace: Path | None = None) -> Path:
