@@ -15,8 +15,8 @@ from PIL import Image
 from pydicom import dcmread
 
 from dose3d_fl.cli import main
-from dose3d_fl.clinical.ct_input import load_input_series
 from dose3d_fl.clinical.segment import MASK_NAME, PREVIEW_NAME, RTSTRUCT_NAME, SEG_NAME
+from dose3d_fl.data.ct_input import load_input_series
 from dose3d_fl.data.manifest import Manifest
 from dose3d_fl.synth.hospital import patient_identity, synthesize_patient, write_study
 from dose3d_fl.synth.scanner import scanner_for_site

@@ -10,10 +10,10 @@ from dose3d_fl.cli.common import fail
 
 
 def _cmd_segment(args: argparse.Namespace) -> int:
-    from dose3d_fl.clinical.ct_input import InputSeriesError
     from dose3d_fl.clinical.inference import DeviceUnavailableError
     from dose3d_fl.clinical.model_file import ModelFileError
     from dose3d_fl.clinical.segment import SegmentConfig, segment_ct
+    from dose3d_fl.data.ct_input import InputSeriesError
     from dose3d_fl.data.ct_series import CaseRejectedError
 
     config = SegmentConfig(

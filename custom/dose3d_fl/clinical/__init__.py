@@ -3,7 +3,6 @@
 Plain MONAI/pydicom: nothing here imports NVFlare.
 """
 
-from dose3d_fl.clinical.ct_input import InputSeries, InputSeriesError, load_input_series
 from dose3d_fl.clinical.inference import (
     DeviceUnavailableError,
     Prediction,
@@ -16,6 +15,7 @@ from dose3d_fl.clinical.overlay import Outline, save_orthogonal_views
 from dose3d_fl.clinical.postprocess import clean_organ_mask, fill_slice_holes, largest_component
 from dose3d_fl.clinical.segment import SegmentConfig, SegmentResult, segment_ct
 from dose3d_fl.clinical.structure_export import build_predicted_structure_set, mask_contours
+from dose3d_fl.data.ct_input import InputSeries, InputSeriesError, load_input_series
 
 __all__ = [
     "DeviceUnavailableError",

@@ -13,7 +13,7 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
 from dose3d_fl import __version__
-from dose3d_fl.clinical.ct_input import InputSeries
+from dose3d_fl.data.ct_input import InputSeries
 
 # SNOMED CT codes of the structures the project segments; anything else is coded as an organ.
 PROPERTY_TYPES = {"SPLEEN": codes.SCT.Spleen}

@@ -1,6 +1,6 @@
 """``dose3d segment``: a new patient's CT series in, RTSTRUCT + mask NIfTI + preview PNG out.
 
-The steps are the ingestion checks (``ct_input``), the model's own preprocessing and sliding-window
+The steps are the ingestion checks (``data.ct_input``), the model's own preprocessing and sliding-window
 inference mapped back to the CT grid (``inference``), post-processing, then the three outputs.
 """
 
@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from dose3d_fl.clinical.ct_input import load_input_series
 from dose3d_fl.clinical.inference import load_predictor, predict_organ
 from dose3d_fl.clinical.model_file import load_segmentation_model
 from dose3d_fl.clinical.overlay import Outline, save_orthogonal_views
 from dose3d_fl.clinical.seg_export import build_segmentation
 from dose3d_fl.clinical.structure_export import build_predicted_structure_set
+from dose3d_fl.data.ct_input import load_input_series
 from dose3d_fl.data.nifti import save_nifti
 
 log = logging.getLogger(__name__)

@@ -8,8 +8,8 @@ import numpy as np
 from pydicom.dataset import FileDataset
 from pydicom.uid import generate_uid
 
-from dose3d_fl.clinical.ct_input import InputSeries
 from dose3d_fl.data.contours import polygons_from_mask
+from dose3d_fl.data.ct_input import InputSeries
 from dose3d_fl.data.rtstruct import RoiContours, build_rtstruct
 
 STRUCTURE_SET_LABEL = "DOSE3D AUTO"

@@ -7,6 +7,7 @@ Plain pydicom/numpy/nibabel: nothing here imports NVFlare.
 
 from dose3d_fl.data.cases import IMAGE, LABEL, Case, SiteCases, case_id, load_site_cases
 from dose3d_fl.data.contours import mask_from_polygons, polygons_from_field, polygons_from_mask
+from dose3d_fl.data.ct_input import InputSeries, InputSeriesError, load_input_series
 from dose3d_fl.data.ct_series import CaseRejectedError, CTVolume, check_ct_geometry, load_ct_series
 from dose3d_fl.data.discovery import DicomInventory, SeriesFiles, discover_dicom, one_line
 from dose3d_fl.data.geometry import VolumeGeometry
@@ -35,6 +36,8 @@ __all__ = [
     "IngestConfig",
     "IngestError",
     "IngestReport",
+    "InputSeries",
+    "InputSeriesError",
     "Manifest",
     "Rejection",
     "RoiContours",
@@ -53,6 +56,7 @@ __all__ = [
     "format_summary_table",
     "ingest_site",
     "load_ct_series",
+    "load_input_series",
     "load_or_create_split",
     "load_site_cases",
     "mask_from_polygons",

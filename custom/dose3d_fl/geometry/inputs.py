@@ -1,13 +1,12 @@
 """The CT series and the treatment plan that a phantom is built from, read and checked with ``data/``.
 
-The CT folder is read with the ingestion rules (``data.discovery`` and ``data.ct_series``): slices ordered
+The CT folder is read as ``dose3d segment`` reads it (``data.ct_input``, the ingestion rules): slices ordered
 by position, gaps, tilt and mixed geometry refused. A folder may hold several series (a topogram, another
 reconstruction): the one the structure set references is used, or the one named with ``--series``.
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,11 +14,10 @@ import numpy as np
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
-from dose3d_fl.data.ct_series import CaseRejectedError, CTVolume, check_ct_geometry, load_ct_series
-from dose3d_fl.data.discovery import SeriesFiles, discover_dicom, one_line
+from dose3d_fl.data.ct_input import InputSeriesError, load_input_series
+from dose3d_fl.data.ct_series import CaseRejectedError, CTVolume
+from dose3d_fl.data.discovery import one_line
 from dose3d_fl.geometry.errors import GeometryInputError
-
-log = logging.getLogger(__name__)
 
 RT_PLAN_STORAGE = ("1.2.840.10008.5.1.4.1.1.481.5", "1.2.840.10008.5.1.4.1.1.481.8")
 
@@ -48,7 +46,7 @@ class Isocentre:
 
 
 def load_ct(folder: str | Path, series_uid: str | None = None, referenced: set[str] | None = None) -> CTInput:
-    """Load the CT series under ``folder``.
+    """Load the CT series under ``folder`` (``data.ct_input``: the series ``dose3d segment`` would read).
 
     Args:
         folder: a folder holding the series (any layout and file names; other objects are ignored).
@@ -62,47 +60,12 @@ def load_ct(folder: str | Path, series_uid: str | None = None, referenced: set[s
         GeometryInputError: missing folder, unreadable DICOM file, no CT series, several and none chosen, or a
             series that breaks an ingestion rule.
     """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise GeometryInputError(f"CT folder {folder} does not exist or is not a folder")
-    inventory = discover_dicom(folder)
-    if inventory.unreadable:
-        path, reason = inventory.unreadable[0]
-        raise GeometryInputError(f"{path}: {reason}; remove it or re-export the series")
-    ct_series = [s for s in inventory.image_series.values() if s.modality == "CT"]
-    series = _choose_series(folder, ct_series, series_uid, referenced or set())
     try:
-        volume = load_ct_series(series)
-    except CaseRejectedError as err:
+        series = load_input_series(folder, series_uid, referenced=frozenset(referenced or ()))
+    except (InputSeriesError, CaseRejectedError) as err:
         raise GeometryInputError(str(err)) from err
-    log.info("%s: CT series %s, %s voxels", folder, series.series_instance_uid, volume.geometry.shape)
-    return CTInput(volume=volume, series_instance_uid=series.series_instance_uid, folder=folder)
-
-
-def _choose_series(
-    folder: Path, ct_series: list[SeriesFiles], series_uid: str | None, referenced: set[str]
-) -> SeriesFiles:
-    if series_uid is not None:
-        for series in ct_series:
-            if series.series_instance_uid == series_uid:
-                return series
-        raise GeometryInputError(f"no CT series {series_uid} in {folder}")
-    if not ct_series:
-        raise GeometryInputError(f"no CT image series in {folder} (is it the CT export folder?)")
-    volumes = []
-    for series in ct_series:
-        try:
-            check_ct_geometry(series)
-        except CaseRejectedError:
-            continue
-        volumes.append(series)
-    wanted = [s for s in volumes if s.series_instance_uid in referenced]
-    if len(wanted) == 1 or len(volumes) == 1:
-        return (wanted or volumes)[0]
-    if not volumes:
-        return ct_series[0]  # loading it raises the reason it cannot be used
-    listed = ", ".join(f"{s.series_instance_uid} ({len(s.files)} files)" for s in volumes)
-    raise GeometryInputError(f"{folder} holds {len(volumes)} CT series: {listed}; choose one with --series")
+    uid = str(series.reference.SeriesInstanceUID)
+    return CTInput(volume=series.volume, series_instance_uid=uid, folder=series.folder)
 
 
 def read_isocentres(path: str | Path, ct: CTInput) -> list[Isocentre]:

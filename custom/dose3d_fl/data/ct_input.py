@@ -1,4 +1,9 @@
-"""Find, validate and load the one CT series a clinician asks to segment, with the ingestion rules."""
+"""Find, validate and load the one CT series under a folder, with the ingestion rules.
+
+``dose3d segment`` (the CT to segment) and ``dose3d geometry`` (the CT a phantom is built from) both read
+their input here. A folder may hold several series (a topogram, another reconstruction): the one named, or
+the one 3D volume, or the one a structure set references is used.
+"""
 
 from __future__ import annotations
 
@@ -36,7 +41,12 @@ class InputSeries:
     other_files: int = 0
 
 
-def load_input_series(folder: str | Path, series_uid: str | None = None, min_slices: int = 3) -> InputSeries:
+def load_input_series(
+    folder: str | Path,
+    series_uid: str | None = None,
+    min_slices: int = 3,
+    referenced: set[str] | frozenset[str] = frozenset(),
+) -> InputSeries:
     """Load the CT series under ``folder``, checked like ``dose3d ingest`` checks a training case.
 
     Other objects in the folder (an RTSTRUCT, a topogram, non-DICOM files) are ignored; an unreadable
@@ -46,6 +56,7 @@ def load_input_series(folder: str | Path, series_uid: str | None = None, min_sli
         folder: a folder holding the series (any layout, any file names).
         series_uid: which series when the folder holds several usable CT series.
         min_slices: fewest slices accepted as a 3D volume.
+        referenced: series a structure set references; among several 3D volumes, the one of these is used.
 
     Returns:
         The validated series.
@@ -70,7 +81,7 @@ def load_input_series(folder: str | Path, series_uid: str | None = None, min_sli
             raise InputSeriesError(f"no CT series {series_uid} in {folder}")
         series = chosen[0]
     else:
-        series = _the_volume_series(folder, ct_series, min_slices)
+        series = _the_volume_series(folder, ct_series, min_slices, referenced)
     volume = load_ct_series(series, min_slices=min_slices)
     log.info("%s: series %s, %s voxels", folder, series.series_instance_uid, volume.geometry.shape)
     files = sum(1 for path in folder.rglob("*") if path.is_file())
@@ -79,7 +90,9 @@ def load_input_series(folder: str | Path, series_uid: str | None = None, min_sli
     )
 
 
-def _the_volume_series(folder: Path, ct_series: list[SeriesFiles], min_slices: int) -> SeriesFiles:
+def _the_volume_series(
+    folder: Path, ct_series: list[SeriesFiles], min_slices: int, referenced: set[str] | frozenset[str]
+) -> SeriesFiles:
     if not ct_series:
         raise InputSeriesError(f"no CT image series in {folder} (is it the CT export folder?)")
     if len(ct_series) == 1:
@@ -92,8 +105,9 @@ def _the_volume_series(folder: Path, ct_series: list[SeriesFiles], min_slices: i
         except CaseRejectedError:
             continue
         volumes.append(series)
-    if len(volumes) == 1:
-        return volumes[0]
+    wanted = [s for s in volumes if s.series_instance_uid in referenced]
+    if len(wanted) == 1 or len(volumes) == 1:
+        return (wanted or volumes)[0]
     if not volumes:
         return ct_series[0]  # loading it raises the reason it cannot be used
     listed = ", ".join(f"{s.series_instance_uid} ({len(s.files)} files)" for s in volumes)
