@@ -239,13 +239,16 @@ class SiteReceipts(Filter):
         except ValueError:
             return shareable  # a bare reply: nothing to receipt
         site = site_of(fl_ctx)
-        folder = self._folder(site, fl_ctx)
-        chain = SiteChain(folder)
+        # Only a decision for this site, or a training update, needs the site's chain (and its configuration).
         if direction(fl_ctx) == FilterKey.IN:
-            self._record_decision(chain, (dxo.meta or {}).get(DECISIONS_META), site)
+            decisions = (dxo.meta or {}).get(DECISIONS_META)
+            if isinstance(decisions, dict) and site in decisions:
+                self._record_decision(SiteChain(self._folder(site, fl_ctx)), decisions[site], site)
             return shareable
         if task_of(fl_ctx) not in RECEIPTED_TASKS or dxo.data_kind not in WEIGHT_KINDS:
             return shareable
+        folder = self._folder(site, fl_ctx)
+        chain = SiteChain(folder)
         workspace = _workspace(fl_ctx)
         key = load_or_create_key(folder, workspace / "startup" / "client.key" if workspace else None)
         pem = public_pem(key)
@@ -278,10 +281,7 @@ class SiteReceipts(Filter):
         return load_site_config(site, workspace).state_dir / RECEIPTS_DIR
 
     @staticmethod
-    def _record_decision(chain: SiteChain, decisions: Any, site: str) -> None:
-        if not isinstance(decisions, dict) or site not in decisions:
-            return
-        decision = decisions[site]
+    def _record_decision(chain: SiteChain, decision: dict[str, Any], site: str) -> None:
         last_sent = chain.last("sent")
         if last_sent is None or chain.head != last_sent[1]:
             return  # no update awaiting a decision (already recorded, or none sent yet)

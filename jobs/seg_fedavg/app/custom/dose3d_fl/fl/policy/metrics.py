@@ -63,7 +63,7 @@ def declared_metrics(fl_ctx: FLContext) -> tuple[str, ...] | None:
         return None
     config_name = getattr(fl_ctx.get_prop(FLContextKey.ARGS), "client_config", None)
     candidates = [Path(app_root) / config_name] if isinstance(config_name, str) else []
-    candidates.append(Path(app_root) / "config" / JobConstants.CLIENT_JOB_CONFIG)
+    candidates.append(job_config_path(app_root))
     for path in candidates:
         if path.is_file():
             try:
@@ -75,5 +75,5 @@ def declared_metrics(fl_ctx: FLContext) -> tuple[str, ...] | None:
 
 
 def job_config_path(app_root: str | os.PathLike[str]) -> Path:
-    """Where a job's client configuration lies in its app folder (tests write declarations there)."""
+    """Where a job's client configuration lies in its app folder."""
     return Path(app_root) / "config" / JobConstants.CLIENT_JOB_CONFIG
