@@ -27,10 +27,29 @@ CENTRE = np.array([10.0, -5.0, 0.0])
 SEMI_AXES = np.array([40.0, 25.0, 30.0])
 
 
-def organ_field(points: np.ndarray) -> np.ndarray:
+def organ_field(points: np.ndarray, semi_axes: np.ndarray = SEMI_AXES) -> np.ndarray:
     """Roughly signed distance (mm) to an ellipsoid organ; negative inside."""
-    radius = np.sqrt((((points - CENTRE) / SEMI_AXES) ** 2).sum(axis=-1))
-    return (radius - 1.0) * SEMI_AXES.min()
+    radius = np.sqrt((((points - CENTRE) / semi_axes) ** 2).sum(axis=-1))
+    return (radius - 1.0) * semi_axes.min()
+
+
+def as_physician_delineation(
+    rtstruct: FileDataset, approval: str | None = None, manufacturer: str = "TEST TPS"
+) -> FileDataset:
+    """Mark a structure set written by the project's writer as a person's work in a planning system.
+
+    The writer marks what it writes as dose3d's automatic output (Manufacturer ``dose3d-fl``, ROIs
+    ``AUTOMATIC``), which ingestion refuses as ground truth. ``approval`` adds the RT Approval module.
+    """
+    rtstruct.Manufacturer = manufacturer
+    for roi in rtstruct.StructureSetROISequence:
+        roi.ROIGenerationAlgorithm = "MANUAL"
+    if approval is not None:
+        rtstruct.ApprovalStatus = approval
+        if approval != "UNAPPROVED":
+            rtstruct.ReviewDate, rtstruct.ReviewTime = rtstruct.StructureSetDate, rtstruct.StructureSetTime
+            rtstruct.ReviewerName = "SYNTHPHI^REVIEWER"
+    return rtstruct
 
 
 def axial_geometry(
@@ -85,11 +104,15 @@ def make_study(
     instance_numbers: list[int] | None = None,
     rescale_intercept: float = -1024.0,
     rescale_slope: float = 1.0,
+    organ_scale: float = 1.0,
 ) -> Study:
-    """Build a CT series with an ellipsoid organ (+45 HU in -100 HU fat) and its RTSTRUCT."""
+    """Build a CT series with an ellipsoid organ (+45 HU in -100 HU fat) and a physician's RTSTRUCT.
+
+    ``organ_scale`` multiplies the organ's semi-axes.
+    """
     geometry = geometry or axial_geometry()
     rng = np.random.default_rng(seed)
-    field_ = organ_field(geometry.voxel_points())
+    field_ = organ_field(geometry.voxel_points(), SEMI_AXES * organ_scale)
     hu = np.where(field_ < 0, 45.0, -100.0) + rng.normal(0, 5, geometry.shape)
     slices = geometry.shape[2]
     identity = StudyIdentity(
@@ -127,6 +150,7 @@ def make_study(
         sop_instance_uid=generate_uid(),
         series_instance_uid=generate_uid(),
     )
+    as_physician_delineation(rtstruct)
     return Study(geometry=geometry, ct=ct, rtstruct=rtstruct, truth=field_ < 0)
 
 
@@ -139,10 +163,11 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 SMALL = axial_geometry(shape=(24, 20, 12), spacing=(6.0, 7.0, 8.0))
 
 
-def ingest_manifest(input_dir: Path, cache_dir: Path, roi: str = "SPLEEN") -> Manifest:
-    """Ingest and return the manifest written to the cache, also when no case was usable."""
+def ingest_manifest(input_dir: Path, cache_dir: Path, roi: str = "SPLEEN", **options: object) -> Manifest:
+    """Ingest (``options``: other :class:`IngestConfig` fields) and return the manifest written to the cache,
+    also when no case was usable."""
     with contextlib.suppress(IngestError):
-        ingest_site(input_dir, cache_dir, IngestConfig(roi=roi))
+        ingest_site(input_dir, cache_dir, IngestConfig(roi=roi, **options))
     return Manifest.load(cache_dir)
 
 

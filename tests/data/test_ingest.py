@@ -29,6 +29,7 @@ from tests.data.dicom_builders import (
     SMALL,
     Study,
     accepted_sources,
+    as_physician_delineation,
     dice,
     ingest_manifest,
     load_case,
@@ -157,7 +158,7 @@ def test_rtstruct_referencing_only_sop_instances_finds_its_series(tmp_path: Path
     assert not manifest.rejected
 
 
-def test_newest_of_two_rtstructs_labels_the_series_and_the_older_is_reported(tmp_path: Path) -> None:
+def test_newest_of_two_equal_rtstructs_labels_the_series_and_the_older_is_set_aside(tmp_path: Path) -> None:
     study = make_study(SMALL)
     uids = [str(ds.SOPInstanceUID) for ds in study.ct]
     field = organ_field(SMALL.voxel_points())
@@ -173,14 +174,17 @@ def test_newest_of_two_rtstructs_labels_the_series_and_the_older_is_reported(tmp
         created=dt.datetime(2025, 6, 1, 8, 0, 0),
     )
     study.write(tmp_path / "in")
-    newer.save_as(tmp_path / "in" / "RS-new.dcm", enforce_file_format=True)
+    as_physician_delineation(newer).save_as(tmp_path / "in" / "RS-new.dcm", enforce_file_format=True)
 
     manifest = ingest_manifest(tmp_path / "in", tmp_path / "cache")
     assert accepted_sources(manifest) == ["RS-new.dcm"]
-    reason = rejection_for(manifest, "RS.dcm").reason
-    assert "superseded by the newer RS-new.dcm" in reason
-    assert series_uid(study) in reason
-    _, label, _ = load_case(tmp_path / "cache", manifest.cases[0])
+    assert not manifest.rejected
+    (case,) = manifest.cases
+    (older,) = case.set_aside
+    assert older.source == "RS.dcm"
+    assert "superseded by the newer RS-new.dcm" in older.reason and series_uid(study) in older.reason
+    assert "preferred over 1 other structure set(s)" in case.structure_set_choice
+    _, label, _ = load_case(tmp_path / "cache", case)
     assert set(np.flatnonzero(label.any(axis=(0, 1)))) == {5, 6, 7}
 
 

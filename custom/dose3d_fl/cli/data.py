@@ -21,7 +21,12 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         return fail(f"--patients lists {len(args.patients)} site(s) but --sites is {sites}")
     start = time.perf_counter()
     folders = synthesize_federation(
-        args.out, patients, seed=args.seed, workers=args.workers, show_progress=True
+        args.out,
+        patients,
+        seed=args.seed,
+        workers=args.workers,
+        show_progress=True,
+        organs_at_risk=args.organs_at_risk,
     )
     elapsed = time.perf_counter() - start
     for site, count in zip(folders, patients, strict=True):
@@ -36,17 +41,24 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     try:
-        report = ingest_site(args.input, args.out, IngestConfig(roi=args.roi), show_progress=True)
+        config = IngestConfig(roi=args.roi, allow_automatic_labels=args.allow_automatic_labels)
+        report = ingest_site(args.input, args.out, config, show_progress=True)
     except IngestError as err:
         return fail(str(err))
     elapsed = time.perf_counter() - start
     manifest = report.manifest
     for rejection in manifest.rejected:
         print(f"rejected {rejection.source}: {rejection.reason}")
+    for case in manifest.cases:
+        for other in case.set_aside:
+            print(f"set aside {other.source}: {other.reason}")
+        for flag in case.flags:
+            print(f"flagged {case.id} ({case.structure_set}): {flag.reason}")
     print(
         f"{args.input}: {len(manifest.cases)} case(s) ({len(report.converted)} converted, {len(report.reused)} "
-        f"unchanged), {len(manifest.rejected)} rejected, {manifest.skipped_non_dicom} non-DICOM file(s) skipped "
-        f"in {elapsed:.1f} s -> {Path(args.out) / 'manifest.json'}"
+        f"unchanged, {len(manifest.flagged_cases)} flagged), {len(manifest.rejected)} rejected, "
+        f"{manifest.skipped_non_dicom} non-DICOM file(s) skipped in {elapsed:.1f} s "
+        f"-> {Path(args.out) / 'manifest.json'}"
     )
     print(format_summary_table([SiteDataSummary.from_manifest(Path(args.out).name, manifest)]))
     return 0
@@ -76,6 +88,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     synth.add_argument("--seed", type=int, default=0, help="random seed (output is deterministic for a seed)")
     synth.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    synth.add_argument(
+        "--organs-at-risk",
+        action="store_true",
+        help="delineate spleen, liver, kidneys, stomach, pancreas and aorta, each site with its own ROI names "
+        "(TG-263, upper-case local, Polish) and some organs not drawn for some patients; default BODY and "
+        "SPLEEN at every site",
+    )
     synth.set_defaults(func=_cmd_synth)
 
     ingest = sub.add_parser(
@@ -87,6 +106,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     ingest.add_argument(
         "--roi", default="SPLEEN", help="RTSTRUCT ROI used as label (default SPLEEN, any case)"
+    )
+    ingest.add_argument(
+        "--allow-automatic-labels",
+        action="store_true",
+        help="let automatic contours (e.g. dose3d segment's RTSTRUCT) label a series that has no person's "
+        "delineation (default: never train on a model's output)",
     )
     ingest.set_defaults(func=_cmd_ingest)
 

@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from pydicom import dcmread
 from pydicom.pixels import apply_rescale
 
-from dose3d_fl.data.discovery import SeriesFiles, one_line
+from dose3d_fl.data.discovery import SeriesFiles, one_line, read_dicom
 from dose3d_fl.data.geometry import VolumeGeometry
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -224,7 +223,7 @@ def _read_pixels(name: str, files: list[Path], geometry: VolumeGeometry) -> tupl
     integer_hu = True
     for k, path in enumerate(files):
         try:
-            ds = dcmread(path)
+            ds, _ = read_dicom(path)  # also a file without preamble, as discovery read it
         except Exception as err:
             raise CaseRejectedError(f"{name}: file {path.name} is unreadable ({one_line(err)})") from err
         syntax = ds.file_meta.get("TransferSyntaxUID")

@@ -6,6 +6,7 @@ written outside the cache folder, and cases whose source files did not change ar
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from dataclasses import dataclass, field
@@ -18,11 +19,17 @@ from tqdm import tqdm
 
 from dose3d_fl.data.ct_series import CaseRejectedError, CTVolume, check_ct_geometry, load_ct_series
 from dose3d_fl.data.discovery import DicomInventory, SeriesFiles, discover_dicom, one_line
+from dose3d_fl.data.label_checks import check_contours, flag_volume_outliers
 from dose3d_fl.data.manifest import CaseEntry, Manifest, Rejection
 from dose3d_fl.data.nifti import save_nifti
 from dose3d_fl.data.rtstruct import StructureSet, rasterise_contours, read_structure_set
+from dose3d_fl.data.structure_choice import StructureSetOption, StructureSetOrigin, choose_structure_set
 
 logger = logging.getLogger(__name__)
+
+# Part of every case's fingerprint: raise it when conversion or the per-case label checks change, so that
+# cached cases are converted and checked again.
+_CONVERSION_VERSION = 2
 
 
 class IngestError(Exception):
@@ -36,10 +43,13 @@ class IngestConfig:
     Args:
         roi: name of the structure to use as label (matched ignoring case).
         min_slices: fewest slices accepted as a 3D volume.
+        allow_automatic_labels: let automatic contours (a model's output, e.g. ``dose3d segment``'s
+            RTSTRUCT) label a series that has no person's delineation; see :mod:`dose3d_fl.data.structure_choice`.
     """
 
     roi: str = "SPLEEN"
     min_slices: int = 3
+    allow_automatic_labels: bool = False
 
 
 @dataclass
@@ -53,11 +63,13 @@ class IngestReport:
 
 @dataclass
 class _Candidate:
-    """A structure set paired with the CT series it references."""
+    """A structure set paired with the CT series it references, and why it was chosen over the others."""
 
     structure_set_path: Path
     structure_set: StructureSet
     series: SeriesFiles
+    choice: str = ""
+    set_aside: list[Rejection] = field(default_factory=list)
 
 
 def ingest_site(
@@ -84,7 +96,12 @@ def ingest_site(
     previous = _previous_cases(cache_dir)
     inventory = discover_dicom(input_dir, show_progress=show_progress)
     manifest = Manifest(
-        roi=config.roi, skipped_non_dicom=inventory.non_dicom, ignored_dicom_objects=inventory.other_objects
+        roi=config.roi,
+        skipped_non_dicom=inventory.non_dicom,
+        ignored_dicom_objects=dict(sorted(inventory.ignored.items())),
+        duplicate_files=inventory.duplicates,
+        read_without_preamble=inventory.without_preamble,
+        allow_automatic_labels=config.allow_automatic_labels,
     )
     manifest.rejected.extend(Rejection(_rel(p, input_dir), reason) for p, reason in inventory.unreadable)
     candidates = _pair_structure_sets(inventory, input_dir, config, manifest.rejected)
@@ -99,18 +116,23 @@ def ingest_site(
         fingerprint = _fingerprint(candidate, config)
         old = previous.get(case_id)
         if old is not None and old.fingerprint == fingerprint and _files_exist(cache_dir, old):
-            manifest.cases.append(old)
+            # The other structure sets of the series may have changed: the choice is always today's.
+            manifest.cases.append(
+                dataclasses.replace(old, structure_set_choice=candidate.choice, set_aside=candidate.set_aside)
+            )
             report.reused.append(case_id)
             continue
         try:
             entry = _convert_case(candidate, case_id, fingerprint, input_dir, cache_dir, config)
         except CaseRejectedError as err:
             manifest.rejected.append(Rejection(_rel(candidate.structure_set_path, input_dir), str(err)))
+            manifest.rejected.extend(candidate.set_aside)
             logger.info("rejected %s: %s", _rel(candidate.structure_set_path, input_dir), err)
             continue
         manifest.cases.append(entry)
         report.converted.append(case_id)
 
+    flag_volume_outliers(manifest.cases)
     _remove_stale_files(cache_dir, {case.id for case in manifest.cases})
     manifest.save(cache_dir)
     if not manifest.cases:
@@ -159,32 +181,27 @@ def _pair_structure_sets(
             reason = _unlabelled_series_reason(series, config)
             rejected.append(Rejection(series.folders(input_dir), reason))
             continue
-        usable = []
+        usable: list[StructureSetOption[tuple[Path, StructureSet]]] = []
         for path, ds, structure_set in structure_sets:
             reason = _structure_set_problem(structure_set, series, config)
             if reason:
                 rejected.append(Rejection(_rel(path, input_dir), reason))
-            else:
-                usable.append((path, ds, structure_set))
+                continue
+            label_rois = [structure_set.find_roi(config.roi).name]
+            usable.append(
+                StructureSetOption(
+                    _rel(path, input_dir), StructureSetOrigin.of(ds, label_rois), (path, structure_set)
+                )
+            )
         if not usable:
             continue
-        # Several usable structure sets for one series: the newest one wins, the others are reported.
-        newest = max(
-            usable,
-            key=lambda item: (
-                str(item[1].get("StructureSetDate", "")),
-                str(item[1].get("StructureSetTime", "")),
-            ),
-        )
-        for path, _, _ in usable:
-            if path != newest[0]:
-                rejected.append(
-                    Rejection(
-                        _rel(path, input_dir),
-                        f"superseded by the newer {_rel(newest[0], input_dir)} for series {series_uid}",
-                    )
-                )
-        candidates.append(_Candidate(newest[0], newest[2], series))
+        choice = choose_structure_set(usable, series_uid, config.allow_automatic_labels)
+        set_aside = [Rejection(option.source, reason) for option, reason in choice.set_aside]
+        if choice.chosen is None:
+            rejected.extend(set_aside)
+            continue
+        path, structure_set = choice.chosen.item
+        candidates.append(_Candidate(path, structure_set, series, choice.reason, set_aside))
     return candidates
 
 
@@ -232,16 +249,15 @@ def _convert_case(
 ) -> CaseEntry:
     volume = load_ct_series(candidate.series, min_slices=config.min_slices)
     roi = candidate.structure_set.find_roi(config.roi)
-    label, off_slice = rasterise_contours(roi.contours, volume.geometry)
+    label, _ = rasterise_contours(roi.contours, volume.geometry)
     if not label.any():
         raise CaseRejectedError(
             f"ROI {roi.name!r}: none of its {len(roi.contours)} contours lies on a slice of series "
             f"{candidate.series.series_instance_uid}; was it drawn on another reconstruction?"
         )
-    if off_slice:
-        logger.warning(
-            "%s: %d contour(s) of %r lie between slices and were ignored", case_id, off_slice, roi.name
-        )
+    flags = check_contours(roi.name, roi.contours, volume.geometry)
+    for flag in flags:
+        logger.warning("%s: %s", case_id, flag.reason)
     image_rel, label_rel = f"images/{case_id}.nii.gz", f"labels/{case_id}.nii.gz"
     affine = volume.geometry.affine_ras
     save_nifti(_image_array(volume), affine, cache_dir / image_rel)
@@ -259,6 +275,9 @@ def _convert_case(
         source=candidate.series.folders(input_dir),
         structure_set=_rel(candidate.structure_set_path, input_dir),
         fingerprint=fingerprint,
+        structure_set_choice=candidate.choice,
+        set_aside=candidate.set_aside,
+        flags=flags,
     )
 
 
@@ -276,7 +295,9 @@ def _case_id(candidate: _Candidate) -> str:
 
 
 def _fingerprint(candidate: _Candidate, config: IngestConfig) -> str:
-    digest = hashlib.sha256(f"roi={config.roi.casefold()}|min_slices={config.min_slices}".encode())
+    digest = hashlib.sha256(
+        f"v{_CONVERSION_VERSION}|roi={config.roi.casefold()}|min_slices={config.min_slices}".encode()
+    )
     for path in sorted([*candidate.series.files, candidate.structure_set_path]):
         stat = path.stat()
         digest.update(f"|{path}|{stat.st_size}|{stat.st_mtime_ns}".encode())

@@ -8,16 +8,19 @@ RTSTRUCT, which is what treatment planning systems import.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from pydicom.charset import convert_encodings
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.tag import Tag
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
+from dose3d_fl import __version__
 from dose3d_fl.data.contours import mask_from_polygons
 from dose3d_fl.data.geometry import VolumeGeometry
 
@@ -25,21 +28,30 @@ RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
 CONTOUR_DATA = Tag(0x3006, 0x0050)
 _DEFAULT_CHARSET = "iso8859"
 
-# Patient and study modules are copied from the CT so the structure set files with its images.
-_COPIED_FROM_CT = (
+# Patient, General Study and Frame of Reference attributes are copied from the CT so the structure set files
+# with its images. These are Type 2: present, and empty when the CT lacks them.
+_TYPE2_FROM_CT = (
     "PatientName",
     "PatientID",
     "PatientBirthDate",
     "PatientSex",
-    "StudyInstanceUID",
     "StudyID",
     "StudyDate",
     "StudyTime",
     "AccessionNumber",
     "ReferringPhysicianName",
-    "StudyDescription",
-    "InstitutionName",
+    "PositionReferenceIndicator",
 )
+# Type 3: copied when the CT has them.
+_OPTIONAL_FROM_CT = ("IssuerOfPatientID", "StudyDescription", "InstitutionName")
+# Text is written as UTF-8 when any value is not ASCII; otherwise as Latin-1 (ASCII is the same bytes in
+# both, and every planning system reads ISO_IR 100).
+UTF8_CHARACTER_SET = "ISO_IR 192"
+ASCII_CHARACTER_SET = "ISO_IR 100"
+# The value representations whose text SpecificCharacterSet governs.
+_CHARSET_VRS = frozenset({"SH", "LO", "ST", "LT", "UC", "UT", "PN"})
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -57,6 +69,23 @@ class RoiContours:
     color: tuple[int, int, int]
     interpreted_type: str
     slices: dict[int, list[np.ndarray]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Equipment:
+    """The General Equipment module of a written structure set: what made it.
+
+    Args:
+        manufacturer: Manufacturer.
+        model_name: ManufacturerModelName (left out when empty).
+        device_serial_number: DeviceSerialNumber (left out when empty).
+        software_versions: SoftwareVersions.
+    """
+
+    manufacturer: str = "dose3d-fl"
+    model_name: str = ""
+    device_serial_number: str = ""
+    software_versions: str = __version__
 
 
 @dataclass
@@ -98,8 +127,14 @@ def build_rtstruct(
     series_instance_uid: str,
     label: str = "dose3d",
     created: dt.datetime | None = None,
+    equipment: Equipment | None = None,
 ) -> FileDataset:
     """Build an RT Structure Set that references a CT series.
+
+    Patient, study and frame of reference attributes are copied from the CT as text (pydicom decodes them
+    with the CT's own SpecificCharacterSet), Type 2 attributes the CT lacks are written empty, and the file
+    declares the character set of what it holds (:func:`declare_character_set`). An ROI without any contour
+    is left out with a warning: a ContourSequence must not be empty.
 
     Args:
         ct: any slice of the referenced CT series (patient, study and frame of reference are copied).
@@ -110,10 +145,23 @@ def build_rtstruct(
         series_instance_uid: UID of its series.
         label: StructureSetLabel.
         created: StructureSetDate/Time; a fixed default keeps synthetic output reproducible.
+        equipment: the General Equipment module (default: Manufacturer ``dose3d-fl`` and the package version).
 
     Returns:
-        The dataset, ready for ``save_as(path, enforce_file_format=True)``.
+        The dataset, ready for ``save_as(path, enforce_file_format=True)``. A caller that sets more text
+        attributes afterwards calls :func:`declare_character_set` again.
+
+    Raises:
+        ValueError: no ROI has a contour (an RT Structure Set needs at least one ROI).
     """
+    written = []
+    for roi in rois:
+        if any(len(polygons) for polygons in roi.slices.values()):
+            written.append(roi)
+        else:
+            log.warning("ROI %r has no contour: left out of the structure set", roi.name)
+    if not written:
+        raise ValueError("no ROI has a contour; an RT Structure Set needs at least one ROI with contours")
     created = created or dt.datetime(2024, 1, 1, 12, 0, 0)
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = RT_STRUCTURE_SET_STORAGE
@@ -121,17 +169,32 @@ def build_rtstruct(
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     ds = FileDataset("", Dataset(), file_meta=meta, preamble=b"\0" * 128)
+    # Declaring the encoding we write in lets pydicom copy the pre-encoded ContourData as it is.
+    ds.set_original_encoding(False, True, _DEFAULT_CHARSET)
 
-    for keyword in _COPIED_FROM_CT:
-        if keyword in ct:
-            setattr(ds, keyword, ct.data_element(keyword).value)
+    for keyword in _TYPE2_FROM_CT:
+        setattr(ds, keyword, _text_of(ct, keyword))
+    for keyword in _OPTIONAL_FROM_CT:
+        if ct.get(keyword):
+            setattr(ds, keyword, _text_of(ct, keyword))
+    ds.StudyInstanceUID = ct.StudyInstanceUID
+    ds.FrameOfReferenceUID = ct.FrameOfReferenceUID
     ds.SOPClassUID = RT_STRUCTURE_SET_STORAGE
     ds.SOPInstanceUID = sop_instance_uid
     ds.Modality = "RTSTRUCT"
     ds.SeriesInstanceUID = series_instance_uid
     ds.SeriesNumber = 1001
     ds.InstanceNumber = 1
-    ds.Manufacturer = "dose3d-fl"
+    ds.OperatorsName = ""
+    equipment = equipment or Equipment()
+    ds.Manufacturer = equipment.manufacturer
+    for keyword, value in (
+        ("ManufacturerModelName", equipment.model_name),
+        ("DeviceSerialNumber", equipment.device_serial_number),
+        ("SoftwareVersions", equipment.software_versions),
+    ):
+        if value:
+            setattr(ds, keyword, value)
     ds.StructureSetLabel = label[:16]
     ds.StructureSetDate = created.strftime("%Y%m%d")
     ds.StructureSetTime = created.strftime("%H%M%S")
@@ -155,7 +218,7 @@ def build_rtstruct(
     ds.StructureSetROISequence = DicomSequence()
     ds.ROIContourSequence = DicomSequence()
     ds.RTROIObservationsSequence = DicomSequence()
-    for number, roi in enumerate(rois, start=1):
+    for number, roi in enumerate(written, start=1):
         roi_item = Dataset()
         roi_item.ROINumber = number
         roi_item.ReferencedFrameOfReferenceUID = frame_uid
@@ -187,9 +250,48 @@ def build_rtstruct(
         observation.RTROIInterpretedType = roi.interpreted_type
         observation.ROIInterpreter = ""
         ds.RTROIObservationsSequence.append(observation)
-    # Declaring the encoding we write in lets pydicom copy the pre-encoded ContourData as it is.
-    ds.set_original_encoding(False, True, _DEFAULT_CHARSET)
+    declare_character_set(ds)
     return ds
+
+
+def declare_character_set(ds: Dataset) -> str:
+    """Set SpecificCharacterSet for the text ``ds`` holds; call it after the last text value is set.
+
+    ``ISO_IR 192`` (UTF-8) when any text value is not ASCII, ``ISO_IR 100`` otherwise. The values are held as
+    decoded text, so pydicom encodes them in the declared set when it writes the file.
+
+    Returns:
+        The declared character set.
+    """
+    charset = UTF8_CHARACTER_SET if _holds_non_ascii(ds) else ASCII_CHARACTER_SET
+    ds.SpecificCharacterSet = charset
+    implicit_vr, little_endian = ds.original_encoding
+    if implicit_vr is not None:
+        # The encoding the dataset declares it was written in must name this character set too, or pydicom
+        # decodes and re-encodes every pre-encoded element (the ContourData) when it writes the file.
+        ds.set_original_encoding(implicit_vr, little_endian, convert_encodings(charset))
+    return charset
+
+
+def _text_of(ct: Dataset, keyword: str) -> str:
+    """A CT attribute as decoded text ("" when absent), to be encoded in the structure set's character set."""
+    value = ct.get(keyword)
+    return "" if value is None else str(value)
+
+
+def _holds_non_ascii(ds: Dataset) -> bool:
+    """Whether a text value anywhere in ``ds`` is not ASCII (pre-encoded raw elements are ASCII already)."""
+    for element in ds.elements():
+        if isinstance(element, RawDataElement):
+            continue
+        if element.VR == "SQ":
+            if any(_holds_non_ascii(item) for item in element.value):
+                return True
+        elif element.VR in _CHARSET_VRS and not all(
+            str(value).isascii() for value in (element.value if element.VM > 1 else [element.value])
+        ):
+            return True
+    return False
 
 
 def _encode_contour_data(points: np.ndarray) -> RawDataElement:
@@ -286,20 +388,39 @@ def rasterise_contours(contours: Sequence[np.ndarray], geometry: VolumeGeometry)
     Returns:
         Boolean mask ``(columns, rows, slices)`` and the number of contours that lie on no slice.
     """
-    positions = geometry.slice_positions()
-    normal = geometry.normal
-    tolerance = max(abs(geometry.spacing[2]) / 3.0, 0.01)
     per_slice: dict[int, list[np.ndarray]] = {}
-    off_slice = 0
-    for points in contours:
-        heights = points @ normal
-        k = int(np.argmin(np.abs(positions - heights.mean())))
-        if abs(positions[k] - heights.mean()) > tolerance or np.ptp(heights) > tolerance:
-            off_slice += 1
-            continue
-        per_slice.setdefault(k, []).append(geometry.patient_to_pixel(points, k))
+    indices = contour_slice_indices(contours, geometry)
+    for points, k in zip(contours, indices, strict=True):
+        if k >= 0:
+            per_slice.setdefault(int(k), []).append(geometry.patient_to_pixel(points, int(k)))
+    off_slice = int((indices < 0).sum())
     cols, rows, slices = geometry.shape
     mask = np.zeros((cols, rows, slices), dtype=bool)
     for k, polygons in per_slice.items():
         mask[:, :, k] = mask_from_polygons(polygons, (rows, cols)).T
     return mask, off_slice
+
+
+def contour_slice_indices(contours: Sequence[np.ndarray], geometry: VolumeGeometry) -> np.ndarray:
+    """The CT slice each planar contour lies on: within a third of the slice spacing, -1 for none.
+
+    A contour lies on no slice when it sits between slices (drawn on another reconstruction) or is not
+    parallel to them.
+
+    Args:
+        contours: ``(N, 3)`` LPS vertex arrays.
+        geometry: the CT grid.
+
+    Returns:
+        One slice index per contour (int array), -1 where the contour lies on no slice.
+    """
+    positions = geometry.slice_positions()
+    normal = geometry.normal
+    tolerance = max(abs(geometry.spacing[2]) / 3.0, 0.01)
+    indices = np.full(len(contours), -1, dtype=int)
+    for i, points in enumerate(contours):
+        heights = points @ normal
+        k = int(np.argmin(np.abs(positions - heights.mean())))
+        if abs(positions[k] - heights.mean()) <= tolerance and np.ptp(heights) <= tolerance:
+            indices[i] = k
+    return indices

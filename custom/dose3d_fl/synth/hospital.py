@@ -1,4 +1,8 @@
-"""Synthetic multi-site DICOM: abdominal CT series with RTSTRUCT delineations (BODY, SPLEEN) per patient.
+"""Synthetic multi-site DICOM: abdominal CT series with RTSTRUCT delineations per patient.
+
+By default each structure set holds BODY and SPLEEN, named alike at every site. With ``organs_at_risk`` it
+holds the body and the organs at risk of :mod:`~dose3d_fl.synth.contouring`, named each site's way and
+partially drawn; the CT is the same either way.
 
 Every identifying attribute holds a synthetic value containing :data:`PHI_MARKER`, so tests can prove that
 no patient identifier leaves a site. Output is deterministic for a seed (bytes included): UIDs derive
@@ -15,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from pydicom.charset import convert_encodings
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 from tqdm import tqdm
@@ -22,6 +27,13 @@ from tqdm import tqdm
 from dose3d_fl.data.contours import polygons_from_field
 from dose3d_fl.data.geometry import VolumeGeometry
 from dose3d_fl.data.rtstruct import RoiContours, build_rtstruct
+from dose3d_fl.synth.contouring import (
+    SPLEEN_ROIS,
+    SynthRoi,
+    convention_for_site,
+    organ_label_map,
+    patient_rois,
+)
 from dose3d_fl.synth.ct_writer import CTSeriesSpec, StudyIdentity, build_ct_slices
 from dose3d_fl.synth.phantom import AbdomenPhantom, sample_phantom
 from dose3d_fl.synth.scanner import ScannerProfile, scan_geometry, scanner_for_site, simulate_ct
@@ -31,8 +43,7 @@ logger = logging.getLogger(__name__)
 PHI_MARKER = "SYNTHPHI"
 DEFAULT_PATIENTS = (12, 8, 5)
 
-# (ROI name, display colour, RTROIInterpretedType)
-STRUCTURES = (("BODY", (0, 255, 0), "EXTERNAL"), ("SPLEEN", (255, 128, 0), "ORGAN"))
+STRUCTURES = SPLEEN_ROIS
 
 
 @dataclass
@@ -48,6 +59,13 @@ class SyntheticPatient:
     def spleen_mask(self) -> np.ndarray:
         """Ground-truth spleen mask on the CT grid ``(columns, rows, slices)``."""
         return self.fields["SPLEEN"] < 0
+
+    def label_map(self, organs: tuple[str, ...] | None = None) -> np.ndarray:
+        """Ground-truth organ labels on the CT grid: organ ``i`` of ``organs`` (TG-263) is ``i + 1``.
+
+        See :func:`~dose3d_fl.synth.contouring.organ_label_map`; default every organ at risk.
+        """
+        return organ_label_map(self.fields, organs)
 
 
 @dataclass
@@ -97,6 +115,8 @@ def write_study(
     out_dir: Path,
     uid_entropy: Sequence[str],
     patient_folder: str,
+    rois: Sequence[SynthRoi] = STRUCTURES,
+    character_set: str | None = None,
 ) -> WrittenStudy:
     """Write a patient's CT series and RTSTRUCT under ``out_dir`` in the scanner's export layout.
 
@@ -107,6 +127,9 @@ def write_study(
         out_dir: the site folder.
         uid_entropy: strings that make this study's UIDs unique and reproducible.
         patient_folder: folder name used by layouts that group by patient.
+        rois: the structures to delineate (default BODY and SPLEEN).
+        character_set: SpecificCharacterSet the site writes its structure sets in (e.g. ``ISO_IR 192``)
+            even when their text is ASCII; None leaves it to the writer.
 
     Returns:
         The written files.
@@ -126,20 +149,29 @@ def write_study(
         kernel=scanner.kernel,
     )
     datasets = build_ct_slices(patient.hu, patient.geometry, identity, spec)
-    rois = [
-        RoiContours(name, color, kind, slice_polygons(patient.fields[name]))
-        for name, color, kind in STRUCTURES
+    contours = [
+        RoiContours(roi.name, roi.color, roi.interpreted_type, slice_polygons(patient.fields[roi.structure]))
+        for roi in rois
     ]
     rtstruct = build_rtstruct(
         datasets[0],
         spec.sop_instance_uids,
         patient.geometry,
-        rois,
+        contours,
         sop_instance_uid=generate_uid(entropy_srcs=[*uid_entropy, "rtstruct"]),
         series_instance_uid=generate_uid(entropy_srcs=[*uid_entropy, "rtstruct-series"]),
         label="MANUAL",
         created=dt.datetime.combine(identity.study_date, dt.time(14, 0)),
     )
+    # The synthetic delineation stands for a physician's, drawn in the site's planning system: ingestion
+    # refuses the writer's default marks (dose3d-fl, AUTOMATIC) as a model's output.
+    rtstruct.Manufacturer = "SYNTH TPS"
+    for roi in rtstruct.StructureSetROISequence:
+        roi.ROIGenerationAlgorithm = "MANUAL"
+    if character_set is not None:
+        rtstruct.SpecificCharacterSet = character_set
+        # The pre-encoded contour data is ASCII in any character set: keep writing it as it is.
+        rtstruct.set_original_encoding(False, True, convert_encodings(character_set))
     ct_paths = [out_dir / _ct_file_name(scanner.layout, patient_folder, ds) for ds in datasets]
     rt_path = out_dir / _rtstruct_file_name(scanner.layout, patient_folder, rtstruct)
     to_write = list(zip([*ct_paths, rt_path], [*datasets, rtstruct], strict=True))
@@ -224,8 +256,8 @@ def _uid(seed: int, site: int, patient: int, what: str) -> str:
     return generate_uid(entropy_srcs=["dose3d-synth", str(seed), str(site), str(patient), what])
 
 
-def _synthesize_one(args: tuple[int, int, int, Path]) -> int:
-    seed, site, patient, out_dir = args
+def _synthesize_one(args: tuple[int, int, int, Path, bool]) -> int:
+    seed, site, patient, out_dir, organs_at_risk = args
     scanner = scanner_for_site(site - 1)
     rng = np.random.default_rng([seed, site, patient])
     identity = patient_identity(seed, site, patient, scanner, rng)
@@ -237,6 +269,8 @@ def _synthesize_one(args: tuple[int, int, int, Path]) -> int:
         out_dir / f"site-{site}",
         uid_entropy=["dose3d-synth", str(seed), str(site), str(patient)],
         patient_folder=f"P{patient:03d}",
+        rois=patient_rois(seed, site, patient) if organs_at_risk else STRUCTURES,
+        character_set=convention_for_site(site - 1).character_set if organs_at_risk else None,
     )
     return synthetic.geometry.shape[2]
 
@@ -266,6 +300,7 @@ def synthesize_federation(
     seed: int = 0,
     workers: int = 2,
     show_progress: bool = False,
+    organs_at_risk: bool = False,
 ) -> list[Path]:
     """Write ``out_dir/site-1 .. site-N``, one scanner per site, ``patients[i]`` patients at site ``i+1``.
 
@@ -275,13 +310,15 @@ def synthesize_federation(
         seed: makes the whole federation reproducible.
         workers: processes used (patients are independent).
         show_progress: draw a progress bar on stderr when it is a terminal.
+        organs_at_risk: delineate the organs at risk, each site with its own names and gaps
+            (:mod:`~dose3d_fl.synth.contouring`), instead of BODY and SPLEEN everywhere.
 
     Returns:
         The site folders.
     """
     out_dir = Path(out_dir)
     jobs = [
-        (seed, site, patient, out_dir)
+        (seed, site, patient, out_dir, organs_at_risk)
         for site, count in enumerate(patients, 1)
         for patient in range(1, count + 1)
     ]
