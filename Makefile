@@ -1,5 +1,11 @@
 # Two commands for a fresh machine: `make demo` and `make test`. Both build .venv themselves.
-PYTHON ?= python3.11
+# Any Python from 3.11 on (tested: 3.11, 3.12); another one with `make PYTHON=python3.12 ...`.
+PYTHON ?= python3
+# The torch wheel installed before the package (docs/install.md). The default takes the CPU wheel of 2.13.0
+# that lies on the project's machines; elsewhere plain PyPI gives a multi-GB CUDA build on Linux, so a CPU-only
+# machine adds TORCH_INDEX=https://download.pytorch.org/whl/cpu (and a GPU machine the index of its CUDA).
+TORCH ?= torch==2.13.0
+TORCH_INDEX ?=
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -11,12 +17,13 @@ DEMO_FL_ARGS ?=
 
 venv: $(STAMP)
 
-# Re-installs when pyproject.toml changes. torch is pinned first so pip takes the local CPU wheel
-# instead of resolving a CUDA build from the index.
+# Re-installs when pyproject.toml changes. torch comes first, from the wheel chosen above, so that the package's
+# range (torch>=2.8,<2.14) is already met and pip resolves no other build.
 $(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "dose3d-fl needs Python 3.11 or newer, $(PYTHON) is " + sys.version.split()[0] + ": make PYTHON=python3.12 ...")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet "$(TORCH)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 

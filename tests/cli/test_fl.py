@@ -160,3 +160,134 @@ def test_export_refuses_an_aggregation_of_the_other_job_in_one_line(
     (line,) = (out.out + out.err).strip().splitlines()
     assert line.startswith(f"dose3d: error: {message}")
     assert not any(tmp_path.iterdir())  # nothing written
+
+
+def _options(command: str) -> set[str]:
+    parser = build_parser()
+    fl = next(a for a in parser._subparsers._group_actions[0].choices["fl"]._actions if a.choices)
+    return {flag for action in fl.choices[command]._actions for flag in action.option_strings}
+
+
+def test_simulate_and_export_take_the_same_job_options() -> None:
+    """One builder (cli/fl.py add_job_options) serves both: only where and how they run differs."""
+    simulate_only = {"--sites", "--workspace", "--seed", "--resume"}
+    export_only = {"--out"}
+    assert _options("simulate") - simulate_only == _options("export") - export_only
+    for flag in ("--fedprox-mu", "--fedbn", "--transfer", "--quantization", "--rounds", "--min-clients"):
+        assert flag in _options("export")
+    for flag in ("--min-responses", "--round-timeout", "--aggregation", "--dp-noise", "--dp-budget"):
+        assert flag in _options("export")
+
+
+def test_export_writes_every_non_default_option_into_the_job(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dose3d_fl.fl.policy.privacy import GAUSSIAN_DP, policy_filters
+
+    argv = ["fl", "export", "--out", str(tmp_path), "--rounds", "4", "--local-epochs", "2"]
+    argv += ["--min-clients", "4", "--min-responses", "3", "--round-timeout", "900"]
+    argv += ["--aggregation", "trimmed-mean", "--trim-fraction", "0.25", "--max-norm-ratio", "20"]
+    argv += ["--fedprox-mu", "0.01", "--fedbn", "--transfer", "diff", "--quantization", "float16"]
+    argv += ["--local-lr-scale", "1.5", "--keep-optimizer-state"]
+    argv += ["--dp-noise", "0.5", "--dp-clip", "2", "--dp-budget", "10", "--dp-delta", "1e-6"]
+    assert main(argv) == 0
+    job = tmp_path / "seg_fedavg"
+    policy = tmp_path / "site_local" / "privacy.json"
+    assert capsys.readouterr().out.splitlines()[:2] == [str(job), str(policy)]
+
+    server = json.loads((job / "app" / "config" / "config_fed_server.json").read_text())
+    client = json.loads((job / "app" / "config" / "config_fed_client.json").read_text())
+    args = _controller_args(job)
+    assert (args["num_rounds"], args["num_clients"], args["min_responses"], args["round_timeout"]) == (
+        4,
+        4,
+        3,
+        900,
+    )
+    assert (args["fedprox_mu"], args["max_norm_ratio"]) == (0.01, 20.0)
+    assert args["aggregator"]["args"] == {"method": "trimmed_mean", "trim_fraction": 0.25}
+    assert json.loads((job / "meta.json").read_text())["min_clients"] == 4  # the scheduler waits for 4 sites
+    (executor,) = client["executors"]
+    assert executor["executor"]["args"]["params_transfer_type"] == "DIFF"
+    script_args = executor["executor"]["args"]["task_script_args"]
+    for part in ("--local-epochs 2", "--lr-scale 1.5", "--keep-optimizer-state", "--fedbn"):
+        assert part in script_args
+    # float16 both ways: the server quantises what it sends and restores what it gets, and so do the sites.
+    for config, sent, received in (
+        (server, "task_data_filters", "task_result_filters"),
+        (client, "task_result_filters", "task_data_filters"),
+    ):
+        assert "Float16Quantizer" in json.dumps(config[sent]) and "Float16Dequantizer" in json.dumps(
+            config[received]
+        )
+    # DP is not the job's: the job carries no DP filter; the sites' policy file does, and it builds.
+    assert "GaussianDP" not in json.dumps(server) + json.dumps(client)
+    data_filters, result_filters = policy_filters(json.loads(policy.read_text()))
+    (dp,) = [f for f in result_filters if f"{type(f).__module__}.{type(f).__name__}" == GAUSSIAN_DP]
+    assert (dp.noise_multiplier, dp.clip_norm, dp.epsilon_budget, dp.delta) == (0.5, 2.0, 10.0, 1e-6)
+    assert any(type(f).__name__ == "GaussianDP" for f in data_filters)
+
+
+def test_export_and_simulate_help_state_the_job_defaults() -> None:
+    from dose3d_fl.fl.seg_job import SegJobConfig
+
+    for command in ("export", "simulate"):
+        text = _help(command)
+        assert f"(default {SegJobConfig.min_responses}, at most --min-clients)" in text
+        assert f"(default {SegJobConfig.round_timeout}; 0: no limit)" in text
+        assert f"(default {SegJobConfig.min_clients}; simulate: every simulated site)" in text
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--job", "gan", "--fedbn"], "--fedbn is for the seg job; the gan job takes --rounds"),
+        (["--job", "gan", "--round-timeout", "60"], "--round-timeout is for the seg job"),
+        (["--job", "gan", "--dp-noise", "1"], "--dp-noise is for the seg job"),
+        (["--dp-clip", "2"], "--dp-clip needs --dp-noise"),
+        (["--dp-noise", "1", "--dp-delta", "2"], "differential privacy needs --dp-noise, --dp-clip and"),
+        (["--min-responses", "0"], "min_responses must be at least 1, got 0"),
+        (["--round-timeout", "-1"], "round_timeout must be >= 0 s (0: no limit), got -1"),
+        (["--fedbn", "--profile", "cpu-small-dp"], "fedbn keeps the sites' BatchNorm layers"),
+    ],
+)
+@pytest.mark.parametrize("command", ["export", "simulate"])
+def test_a_job_option_refused_in_one_line_and_nothing_started(
+    command: str, argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    where = ["--out", str(tmp_path / "out")] if command == "export" else ["--workspace", str(tmp_path / "ws")]
+    assert main(["fl", command, *where, *argv]) == 2
+    out = capsys.readouterr()
+    (line,) = (out.out + out.err).strip().splitlines()
+    assert line.startswith(f"dose3d: error: {message}"), line
+    assert not any(tmp_path.iterdir())  # nothing written, no simulation started
+
+
+def test_simulate_refuses_more_minimum_sites_than_it_simulates(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["fl", "simulate", "--workspace", str(tmp_path / "ws"), "--sites", "2", "--min-clients", "3"]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip() == (
+        "dose3d: error: min_clients 3 must be between 1 and the 2 simulated sites"
+    )
+    assert not (tmp_path / "ws").exists()
+
+
+@pytest.mark.slow
+def test_simulate_ends_with_the_tensorboard_command_for_its_events(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A real 1-round simulation of 2 tiny sites; the last line opens the events the sites streamed."""
+    from tests.deploy.conftest import make_tiny_cache
+
+    ws = tmp_path / "ws"
+    for seed, site in enumerate(("site-1", "site-2"), 1):
+        make_tiny_cache(tmp_path / "dicom" / site, ws / "data" / "cache" / site, seed)
+    argv = ["fl", "simulate", "--workspace", str(ws), "--sites", "2", "--rounds", "1", "--local-epochs", "1"]
+    assert main(argv) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    events = ws / "sim" / "seg_fedavg" / "server" / "simulate_job" / "tb_events"
+    assert last == f"TensorBoard (the sites' streamed metrics): tensorboard --logdir {events}"
+    assert sorted(p.name for p in events.iterdir()) == ["site-1", "site-2"]
+    assert all(list((events / site).glob("events.out.tfevents.*")) for site in ("site-1", "site-2"))

@@ -34,11 +34,15 @@ def test_every_group_registers_its_commands_in_the_help_order() -> None:
         "bench": [],
         "audit": ["verify"],
         "segment": [],
+        "models": [],
+        "pull": [],
+        "send": [],
         "geometry": [],
         "report": [],
         "gan": ["train", "sample"],
         "poc": ["up", "submit", "status", "down"],
         "provision": [],
+        "site": ["check"],
     }
 
 

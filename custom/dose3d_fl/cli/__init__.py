@@ -6,7 +6,21 @@ import argparse
 import logging
 
 from dose3d_fl import __version__
-from dose3d_fl.cli import audit, bench, clinical, data, deploy, fl, gan, geometry, report, seg
+from dose3d_fl.cli import (
+    audit,
+    bench,
+    clinical,
+    data,
+    deploy,
+    fl,
+    gan,
+    geometry,
+    models,
+    pacs,
+    report,
+    seg,
+    site,
+)
 from dose3d_fl.cli.bench import bench_config
 from dose3d_fl.cli.fl import seg_job_config
 
@@ -28,10 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.register(sub)  # bench
     audit.register(sub)
     clinical.register(sub)  # segment
+    models.register(sub)  # models
+    pacs.register(sub)  # pull, send
     geometry.register(sub)  # geometry
     report.register(sub)  # report
     gan.register(sub)  # gan
     deploy.register(sub)  # poc, provision
+    site.register(sub)  # site check
     return parser
 
 

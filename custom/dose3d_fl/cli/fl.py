@@ -7,18 +7,41 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dose3d_fl.cli.common import fail
+from dose3d_fl.cli.common import fail, organ_list
 from dose3d_fl.fl import DEFAULT_LOCAL_EPOCHS, DEFAULT_ROUNDS, LOCAL_LR_SCALE
 
 if TYPE_CHECKING:
     from dose3d_fl.fl.gan_job import GanJobConfig
+    from dose3d_fl.fl.policy.privacy import DPConfig
     from dose3d_fl.fl.seg_job import SegJobConfig
 
 SEG_AGGREGATIONS = "fedavg, median or trimmed-mean"
+# Where `fl export --dp-noise` writes the site policy, under --out (a site's local/ folder holds it).
+SITE_POLICY_DIR = "site_local"
+# --dp-clip's and --dp-budget's defaults: C = 5, and no limit on epsilon (a real site sets its own budget).
+DEFAULT_DP_CLIP = 5.0
+DEFAULT_DP_BUDGET = 1e12
+DP_OPTIONS = (("dp_clip", "--dp-clip"), ("dp_budget", "--dp-budget"), ("dp_delta", "--dp-delta"))
+# Options of the segmentation job that the GAN job does not take: (argparse dest, flag).
+SEG_ONLY_OPTIONS = (
+    ("min_responses", "--min-responses"),
+    ("round_timeout", "--round-timeout"),
+    ("trim_fraction", "--trim-fraction"),
+    ("max_norm_ratio", "--max-norm-ratio"),
+    ("fedprox_mu", "--fedprox-mu"),
+    ("transfer", "--transfer"),
+    ("quantization", "--quantization"),
+    ("local_lr_scale", "--local-lr-scale"),
+    ("keep_optimizer_state", "--keep-optimizer-state"),
+    ("fedbn", "--fedbn"),
+    ("dp_noise", "--dp-noise"),
+    ("organs", "--organs"),
+)
 
 
 def _cmd_fl_export(args: argparse.Namespace) -> int:
     try:
+        dp = dp_config(args)
         if args.job == "gan":
             from dose3d_fl.fl.gan_job import export_gan_job
 
@@ -29,6 +52,15 @@ def _cmd_fl_export(args: argparse.Namespace) -> int:
         print(export_seg_job(args.out, seg_job_config(args)))
     except ValueError as err:
         return fail(str(err))
+    if dp is not None:
+        from dose3d_fl.fl.policy.privacy import write_privacy_policy
+
+        policy = write_privacy_policy(Path(args.out) / SITE_POLICY_DIR, dp=dp)
+        print(policy)
+        print(
+            "differential privacy is each site's own filter, not the job's: every site copies this file into "
+            "its local/ folder (docs/privacy.md)"
+        )
     return 0
 
 
@@ -63,10 +95,17 @@ def gan_job_config(args: argparse.Namespace) -> GanJobConfig:
     """The GAN job of ``dose3d fl simulate|export --job gan``'s options (the job defaults where one is not given).
 
     Raises:
-        ValueError: an option value that only the segmentation job takes (``--aggregation median``).
+        ValueError: an option that only the segmentation job takes (``--aggregation median``, ``--fedbn``,
+            ``--dp-noise``, ...).
     """
     from dose3d_fl.fl.gan_job import AGGREGATIONS, GanJobConfig
 
+    given = [flag for dest, flag in SEG_ONLY_OPTIONS if getattr(args, dest, None) not in (None, False)]
+    if given:
+        raise ValueError(
+            f"{given[0]} is for the seg job; the gan job takes --rounds, --local-epochs, --profile, "
+            "--aggregation and --min-clients"
+        )
     aggregation = args.aggregation or "generator-only"
     if aggregation not in AGGREGATIONS:
         raise ValueError(
@@ -88,6 +127,8 @@ def _cmd_fl_simulate_gan(args: argparse.Namespace) -> int:
 
     try:
         job = gan_job_config(args)
+        if args.min_clients is not None:
+            raise ValueError("--min-clients: the gan simulation trains every simulated site; set --sites")
     except ValueError as err:
         return fail(str(err))
     start = time.perf_counter()
@@ -96,7 +137,10 @@ def _cmd_fl_simulate_gan(args: argparse.Namespace) -> int:
     )
     print(format_gan_summary(summary))
     _print_run_footer(
-        args, f"{job.num_rounds} rounds x {job.local_epochs} local epochs ({job.aggregation})", start
+        args,
+        f"{job.num_rounds} rounds x {job.local_epochs} local epochs ({job.aggregation})",
+        start,
+        "gan_fedavg",
     )
     return 0
 
@@ -119,17 +163,20 @@ def seg_job_config(args: argparse.Namespace) -> SegJobConfig:
         local_epochs=args.local_epochs or DEFAULT_LOCAL_EPOCHS,
         profile=args.profile or "cpu-small",
         resume=getattr(args, "resume", False),
-        fedprox_mu=args.fedprox_mu,
-        transfer=args.transfer,
-        quantization=args.quantization,
-        local_lr_scale=args.local_lr_scale,
-        keep_optimizer_state=args.keep_optimizer_state,
-        fedbn=args.fedbn,
         aggregation=aggregation,
         **_given(
+            fedprox_mu=args.fedprox_mu,
+            transfer=args.transfer,
+            quantization=args.quantization,
+            local_lr_scale=args.local_lr_scale,
+            keep_optimizer_state=args.keep_optimizer_state or None,
+            fedbn=args.fedbn or None,
             trim_fraction=args.trim_fraction,
             max_norm_ratio=args.max_norm_ratio,
-            min_clients=getattr(args, "min_clients", None),
+            min_clients=args.min_clients,
+            min_responses=args.min_responses,
+            round_timeout=args.round_timeout,
+            organs=tuple(args.organs) if getattr(args, "organs", None) else None,
         ),
     )
 
@@ -139,40 +186,71 @@ def _given(**options: object) -> dict[str, object]:
     return {name: value for name, value in options.items() if value is not None}
 
 
+def dp_config(args: argparse.Namespace) -> DPConfig | None:
+    """The differential privacy of ``--dp-noise`` and its companions (``None`` without ``--dp-noise``).
+
+    Raises:
+        ValueError: a value the site's Gaussian mechanism refuses (``dose3d_fl.fl.policy.dp.GaussianDP``).
+    """
+    if args.dp_noise is None:
+        given = [flag for dest, flag in DP_OPTIONS if getattr(args, dest) is not None]
+        if given:
+            raise ValueError(f"{given[0]} needs --dp-noise (the noise multiplier that turns DP on)")
+        return None
+    from dose3d_fl.fl.policy.privacy import DPConfig
+
+    dp = DPConfig(
+        noise_multiplier=args.dp_noise,
+        clip_norm=DEFAULT_DP_CLIP if args.dp_clip is None else args.dp_clip,
+        epsilon_budget=DEFAULT_DP_BUDGET if args.dp_budget is None else args.dp_budget,
+        **_given(delta=args.dp_delta),
+    )
+    if dp.clip_norm <= 0 or dp.noise_multiplier <= 0 or dp.epsilon_budget <= 0 or not 0 < dp.delta < 1:
+        raise ValueError(
+            "differential privacy needs --dp-noise, --dp-clip and --dp-budget above 0 and --dp-delta between "
+            f"0 and 1, got {dp.noise_multiplier:g}, {dp.clip_norm:g}, {dp.epsilon_budget:g} and {dp.delta:g}"
+        )
+    return dp
+
+
 def _cmd_fl_simulate(args: argparse.Namespace) -> int:
     if args.job == "gan":
         return _cmd_fl_simulate_gan(args)
-    from dose3d_fl.fl.policy.privacy import DPConfig
     from dose3d_fl.fl.simulate import SimulationConfig, format_simulation_summary, simulate_seg
 
     try:
         job = seg_job_config(args)
+        config = SimulationConfig(
+            workspace=args.workspace,
+            sites=args.sites,
+            job=job,
+            seed=args.seed,
+            dp=dp_config(args),
+            min_clients=args.min_clients,
+        )
     except ValueError as err:
         return fail(str(err))
-    dp = None
-    if args.dp_noise is not None:
-        dp = DPConfig(
-            clip_norm=args.dp_clip,
-            noise_multiplier=args.dp_noise,
-            epsilon_budget=args.dp_budget,
-            delta=args.dp_delta,
-        )
     start = time.perf_counter()
-    summary = simulate_seg(
-        SimulationConfig(workspace=args.workspace, sites=args.sites, job=job, seed=args.seed, dp=dp)
-    )
+    summary = simulate_seg(config)
     print(format_simulation_summary(summary))
     aggregation = "" if job.aggregation == "fedavg" else f" ({job.aggregation.replace('_', '-')} aggregation)"
-    _print_run_footer(args, f"{job.num_rounds} rounds x {job.local_epochs} local epochs{aggregation}", start)
+    _print_run_footer(
+        args, f"{job.num_rounds} rounds x {job.local_epochs} local epochs{aggregation}", start, "seg_fedavg"
+    )
     return 0
 
 
-def _print_run_footer(args: argparse.Namespace, what: str, start: float) -> None:
+def _print_run_footer(args: argparse.Namespace, what: str, start: float, job_name: str) -> None:
+    from dose3d_fl.fl.simulate import tensorboard_dir
+
     print(
         f"{args.sites} sites x {what} in "
         f"{time.perf_counter() - start:.0f} s wall (simulator start and cross-site evaluation included)"
     )
     print(f"summary: {Path(args.workspace) / 'summary.json'}")
+    events = tensorboard_dir(Path(args.workspace), job_name)
+    if events.is_dir():
+        print(f"TensorBoard (the sites' streamed metrics): tensorboard --logdir {events}")
 
 
 def _aggregation(text: str) -> str:
@@ -180,11 +258,13 @@ def _aggregation(text: str) -> str:
     return "trimmed-mean" if text == "trimmed_mean" else text
 
 
-def _add_job_arguments(parser: argparse.ArgumentParser) -> None:
-    """The job arguments ``fl simulate`` and ``fl export`` share (each travels with the job).
+def add_job_options(parser: argparse.ArgumentParser) -> None:
+    """The job options of ``fl simulate`` and ``fl export``: one builder, so the two commands cannot drift.
 
-    Options left out take the job's defaults (``SegJobConfig``, ``GanJobConfig``); NVFlare is not imported
-    here, so the help shows the server's defaults as text (tests/cli/test_fl.py keeps them equal).
+    Everything here travels with the job, except differential privacy, which each site enforces from its own
+    ``local/privacy.json``: ``simulate`` gives it to every simulated site, ``export`` writes that file beside
+    the job. Options left out take the job's defaults (``SegJobConfig``, ``GanJobConfig``); NVFlare is not
+    imported here, so the help shows the server's defaults as text (tests/cli/test_fl.py keeps them equal).
     """
     parser.add_argument(
         "--job", choices=("seg", "gan"), default="seg", help="seg_fedavg (default) or gan_fedavg"
@@ -200,6 +280,13 @@ def _add_job_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--profile", default=None, help="segmentation or GAN profile (default cpu-small)")
     parser.add_argument(
+        "--organs",
+        type=organ_list,
+        default=None,
+        help="seg job: the task's organs, TG-263 names in label order, e.g. Spleen,Liver,Kidney_L,Kidney_R "
+        "(default: the profile's, Spleen); each site maps its own ROI names to them (docs/organs.md)",
+    )
+    parser.add_argument(
         "--aggregation",
         type=_aggregation,
         choices=("fedavg", "median", "trimmed-mean", "both", "generator-only"),
@@ -207,6 +294,28 @@ def _add_job_arguments(parser: argparse.ArgumentParser) -> None:
         help="seg job: fedavg (default; weighted mean), or a robust coordinate-wise median or trimmed-mean, "
         "weighted by the sites' steps (docs/privacy.md); gan job: average generator and critic (both), or "
         "the generator only (generator-only, default; critics stay local)",
+    )
+    parser.add_argument(
+        "--min-clients",
+        type=int,
+        default=None,
+        help="sites the job needs: it starts when this many are connected and each round trains this many "
+        "(default 3; simulate: every simulated site)",
+    )
+    rounds = parser.add_argument_group("rounds and lost sites, seg job (docs/reliability.md)")
+    rounds.add_argument(
+        "--min-responses",
+        type=int,
+        default=None,
+        help="results a round needs to close (default 2, at most --min-clients); a round that closes with "
+        "fewer stops the job, which `dose3d fl resume` continues",
+    )
+    rounds.add_argument(
+        "--round-timeout",
+        type=int,
+        default=None,
+        help="seconds a round waits for the sites before it closes with the results it has (default 7200; "
+        "0: no limit); set it above the slowest site's round",
     )
     variants = parser.add_argument_group("seg job variants (docs/performance.md, docs/privacy.md)")
     variants.add_argument(
@@ -223,21 +332,27 @@ def _add_job_arguments(parser: argparse.ArgumentParser) -> None:
         "of the other sites' (default 10)",
     )
     variants.add_argument(
-        "--fedprox-mu", type=float, default=0.0, help="FedProx proximal coefficient (default 0: FedAvg)"
+        "--fedprox-mu", type=float, default=None, help="FedProx proximal coefficient (default 0: FedAvg)"
     )
     variants.add_argument(
-        "--transfer", choices=("full", "diff"), default="full", help="sites send weights or differences"
+        "--transfer",
+        choices=("full", "diff"),
+        default=None,
+        help="sites send weights (full, default) or differences",
     )
     variants.add_argument(
         "--quantization",
-        choices=("", "float16"),
-        default="",
-        help="models travel as float16 (default float32)",
+        type=lambda text: "" if text == "float32" else text,
+        choices=("", "float16", "int8"),
+        metavar="{float32,float16,int8}",
+        default=None,
+        help="models travel as float16, as int8 (training rounds; sites send updates with error feedback), "
+        "or float32 (default)",
     )
     variants.add_argument(
         "--local-lr-scale",
         type=float,
-        default=LOCAL_LR_SCALE,
+        default=None,
         help=f"factor on the profile's learning rate at the sites (default {LOCAL_LR_SCALE:g})",
     )
     variants.add_argument(
@@ -250,23 +365,34 @@ def _add_job_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="FedBN: each site keeps its own BatchNorm layers (scanner differences); the server is unchanged",
     )
+    dp = parser.add_argument_group(
+        "differential privacy, seg job: each site's own filter, from its local/privacy.json (docs/privacy.md)"
+    )
+    dp.add_argument(
+        "--dp-noise",
+        type=float,
+        default=None,
+        help="noise multiplier sigma (enables DP); simulate: at every simulated site; export: writes "
+        f"OUT/{SITE_POLICY_DIR}/privacy.json for the sites",
+    )
+    dp.add_argument(
+        "--dp-clip",
+        type=float,
+        default=None,
+        help=f"L2 bound C of a site's update (default {DEFAULT_DP_CLIP:g})",
+    )
+    dp.add_argument(
+        "--dp-budget", type=float, default=None, help="epsilon budget per site (default: no limit)"
+    )
+    dp.add_argument("--dp-delta", type=float, default=None, help="delta (default 1e-5)")
 
 
 def _add_simulate_parser(fl: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     simulate = fl.add_parser("simulate", help="run a job in the NVFlare simulator on synthetic sites")
-    _add_job_arguments(simulate)
+    add_job_options(simulate)
     simulate.add_argument("--sites", type=int, default=3, help="simulated sites (default 3)")
     simulate.add_argument("--workspace", type=Path, default=Path("runs/simulate"))
     simulate.add_argument("--seed", type=int, default=0, help="synthetic data seed")
-    dp = simulate.add_argument_group(
-        "differential privacy at every simulated site (fl/policy/dp.py; a real site sets it in local/privacy.json)"
-    )
-    dp.add_argument("--dp-noise", type=float, help="noise multiplier sigma (enables DP)")
-    dp.add_argument("--dp-clip", type=float, default=5.0, help="L2 bound C of a site's update (default 5)")
-    dp.add_argument(
-        "--dp-budget", type=float, default=1e12, help="epsilon budget per site (default: no limit)"
-    )
-    dp.add_argument("--dp-delta", type=float, default=1e-5, help="delta (default 1e-5)")
     simulate.add_argument(
         "--resume",
         action="store_true",
@@ -285,10 +411,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="export a job folder (no paths, no secrets); without options, the committed jobs/",
     )
     export.add_argument("--out", type=Path, default=Path("jobs"), help="parent folder (default jobs/)")
-    _add_job_arguments(export)
-    export.add_argument(
-        "--min-clients", type=int, default=None, help="sites that must answer each round (default 3)"
-    )
+    add_job_options(export)
     export.set_defaults(func=_cmd_fl_export)
     _add_simulate_parser(fl)
     resume = fl.add_parser(

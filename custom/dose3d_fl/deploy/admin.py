@@ -118,11 +118,13 @@ def wait_for_job(
         on_progress: called with each new progress line of the server's job log (see ``PROGRESS_LINE``).
 
     Raises:
-        TimeoutError: the job is still running after ``timeout`` seconds.
+        TimeoutError: the job has not finished after ``timeout`` seconds; the message says why it has not
+            (see :func:`why_not_finished`) and that the job stays on the server.
     """
     start = time.monotonic()
     last = None
     shown = 0
+    last_line = ""
     while True:
         status = session.get_job_meta(job_id).get("status", "")
         if status != last:
@@ -138,13 +140,93 @@ def wait_for_job(
             for line in lines[shown:]:
                 on_progress(line)
             shown = max(shown, len(lines))
+            last_line = lines[-1] if lines else last_line
         if status.startswith("FINISHED"):
             return status
         if timeout and time.monotonic() - start > timeout:
-            raise TimeoutError(
-                f"job {job_id} is still {status} after {timeout:.0f} s; abort it or wait longer"
-            )
+            raise TimeoutError(_gave_up(session, job_id, timeout, last_line))
         time.sleep(poll_interval)
+
+
+def _gave_up(session: Session, job_id: str, timeout: float, last_line: str) -> str:
+    """The message of a wait that timed out: the job's state now and why it has not finished."""
+    meta = session.get_job_meta(job_id)
+    try:
+        connected: list[str] | None = connected_clients(session)
+    except Exception as err:  # the reason is a help; the time-out is reported all the same
+        logger.debug("connected clients unavailable: %s", err)
+        connected = None
+    status = meta.get("status") or "in an unknown state"
+    return (
+        f"gave up waiting for job {job_id} after {timeout:.0f} s: it is {status}; "
+        f"{why_not_finished(meta, connected, last_line)}. The job stays on the server: wait longer "
+        f"(--timeout) or abort it (admin console: abort_job {job_id})"
+    )
+
+
+def why_not_finished(meta: dict, connected: list[str] | None, last_progress: str = "") -> str:
+    """Why a job has not finished, in a person's words, from what the server knows of it.
+
+    Args:
+        meta: the job's meta as the FLARE API returns it (``Session.get_job_meta``): ``status``,
+            ``min_clients``, ``deploy_map``, ``mandatory_clients``, ``schedule_history``,
+            ``job_deploy_detail``.
+        connected: the clients connected to the server now (``None``: unknown).
+        last_progress: the last progress line of the server's job log, if any.
+    """
+    status = str(meta.get("status", ""))
+    needed = int(meta.get("min_clients") or 0)
+    sites = _deployed_sites(meta)
+    if connected is None:
+        counted = "the connected sites could not be asked"
+        eligible: list[str] = []
+    else:
+        eligible = sorted(connected) if sites is None else sorted(set(connected) & sites)
+        counted = f"{len(eligible)} {_are(eligible)} connected: {', '.join(eligible) or 'none'}"
+    if status in ("SUBMITTED", "APPROVED"):
+        missing = sorted(set(meta.get("mandatory_clients") or []) - set(eligible))
+        if connected is not None and missing:
+            return f"the server has not started it: it needs {', '.join(missing)}, not connected"
+        if connected is None or len(eligible) < needed:
+            return f"the server has not started it: the job needs {needed} sites, {counted}"
+        history = meta.get("schedule_history") or []
+        said = f" (its scheduler last said: {history[-1].split(': ', 1)[-1]})" if history else ""
+        return f"the server has not started it yet{said}"
+    progress = f"; last progress at the server: {last_progress}" if last_progress else ""
+    running_on = sorted(
+        line.split(":", 1)[0]
+        for line in meta.get("job_deploy_detail") or []
+        if not line.startswith("server:")
+    )
+    if connected is not None and running_on:
+        gone = sorted(set(running_on) - set(connected))
+        if gone:
+            return (
+                f"it runs on {', '.join(running_on)}, and {', '.join(gone)} {_are(gone)} no longer connected "
+                f"(the job needs {needed} sites){progress}"
+            )
+        return (
+            f"all {len(running_on)} sites it runs on are connected ({', '.join(running_on)}); "
+            f"it is still working{progress}"
+        )
+    return f"the job needs {needed} sites, {counted}{progress}"
+
+
+def _are(names: list[str]) -> str:
+    return "is" if len(names) == 1 else "are"
+
+
+def _deployed_sites(meta: dict) -> set[str] | None:
+    """The sites a job's deploy map names; ``None`` when it deploys to every site (``@ALL``)."""
+    sites: set[str] = set()
+    for targets in (meta.get("deploy_map") or {}).values():
+        for target in targets:  # a site name, or {"sites": [...]} (NVFlare's extract_participants)
+            for name in [target] if isinstance(target, str) else target.get("sites", []):
+                if name.upper() == "@ALL":
+                    return None
+                if name != "server":
+                    sites.add(name)
+    return sites
 
 
 def server_progress_lines(session: Session, job_id: str) -> list[str]:

@@ -20,6 +20,7 @@ from nvflare.app_opt.pt.recipes.fedavg import FedAvgRecipe
 from nvflare.recipe import SimEnv
 
 from dose3d_fl.fl.log_config import write_log_config
+from dose3d_fl.fl.organ_summary import format_organ_table, organ_union, round_organ_dice
 from dose3d_fl.fl.policy.privacy import JOB_TASKS, DPConfig, policy_filters, site_privacy_policy
 from dose3d_fl.fl.seg_job import (
     JOB_NAME,
@@ -31,6 +32,7 @@ from dose3d_fl.fl.seg_job import (
 from dose3d_fl.fl.server.resilient import CHECKPOINT_DIR_ENV
 from dose3d_fl.fl.server.transfer_log import LOG_NAME
 from dose3d_fl.fl.site.config import SITE_CONFIG_DIR_ENV, SiteConfig
+from dose3d_fl.seg.organ_metrics import DEFAULT_TOLERANCE_MM
 from dose3d_fl.synth.demo_sites import prepare_site_data
 
 logger = logging.getLogger(__name__)
@@ -47,6 +49,11 @@ class SimulationConfig:
         seed: synthetic data seed.
         dp: differential privacy at every simulated site (``None``: none).
         keep_payloads: the sites' payload audit also keeps every serialised message they send.
+        min_clients: sites each round trains (a random sample when fewer than ``sites``); ``None``: every
+            site. It replaces the job's ``min_clients``.
+
+    Raises:
+        ValueError: ``min_clients`` is not between 1 and ``sites``.
     """
 
     workspace: Path
@@ -55,6 +62,13 @@ class SimulationConfig:
     seed: int = 0
     dp: DPConfig | None = None
     keep_payloads: bool = False
+    min_clients: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.min_clients is not None and not 1 <= self.min_clients <= self.sites:
+            raise ValueError(
+                f"min_clients {self.min_clients} must be between 1 and the {self.sites} simulated sites"
+            )
 
 
 def add_site_policy(recipe: FedAvgRecipe, dp: DPConfig | None = None, keep_payloads: bool = False) -> None:
@@ -111,9 +125,9 @@ def simulate_seg(config: SimulationConfig, customize: Callable[[FedAvgRecipe], N
             tests add filters at chosen sites this way).
     """
     workspace = Path(config.workspace).resolve()
-    caches = prepare_site_data(workspace, config.sites, config.seed)
+    caches = prepare_site_data(workspace, config.sites, config.seed, organs=config.job.seg_profile.organs)
     site_configs = write_site_configs(workspace, caches)
-    job = SegJobConfig(**{**config.job.__dict__, "min_clients": config.sites})
+    job = SegJobConfig(**{**config.job.__dict__, "min_clients": config.min_clients or config.sites})
     recipe = build_seg_recipe(dataclasses.replace(job, quantization=""))
     add_site_policy(recipe, dp=config.dp, keep_payloads=config.keep_payloads)
     # float16 after the site policy, as in a POC (NVFlare runs a site's scope filters before a job's): the
@@ -134,6 +148,16 @@ def simulate_seg(config: SimulationConfig, customize: Callable[[FedAvgRecipe], N
     summary = summarise_simulation(workspace / "sim" / JOB_NAME / "server" / "simulate_job", job.num_rounds)
     (workspace / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def tensorboard_dir(workspace: Path, job_name: str = JOB_NAME) -> Path:
+    """Where the server of a simulation in ``workspace`` writes the TensorBoard events the sites stream.
+
+    One folder per site below it; open them with ``tensorboard --logdir <this folder>``. In a POC or a real
+    federation the same folder is ``tb_events/`` in the server's workspace of the job while it runs, and
+    ``<job id>/workspace/tb_events`` in the job's downloaded result.
+    """
+    return Path(workspace) / "sim" / job_name / "server" / "simulate_job" / "tb_events"
 
 
 def summarise_simulation(server_job_dir: Path, num_rounds: int) -> dict:
@@ -187,6 +211,18 @@ def summarise_simulation(server_job_dir: Path, num_rounds: int) -> dict:
     rounds = [union(site_values(record, "val_dice")) for record in records if record["round"] >= 1]
     final = union(site_dice) if site_dice else None
     rounds = [*rounds[: num_rounds - 1], *([final] if final is not None else [])]
+    # Per organ (fl/organ_summary.py): the final model from cross-site evaluation, the rounds as above.
+    received = [
+        {s["name"]: {m["name"]: m["value"] for m in s["metrics"]} for s in record["sites"]}
+        for record in records
+        if record["round"] >= 1
+    ][: num_rounds - 1]
+    final_sites = (
+        {site: results[final_model] for site, results in cross_site.items() if final_model in results}
+        if cross_site
+        else {}
+    )
+    organs = organ_union(final_sites)
     return {
         **transfer_summary(server_job_dir / LOG_NAME),
         "final_val_dice": final,
@@ -197,6 +233,16 @@ def summarise_simulation(server_job_dir: Path, num_rounds: int) -> dict:
             site: {model: results[model]["val_dice"] for model in results}
             for site, results in cross_site.items()
         },
+        "organ_val": organs,
+        "round_organ_dice": {
+            organ: [*values, *([organs[organ]["dice"]] if organ in organs else [])]
+            for organ, values in round_organ_dice(received).items()
+        },
+        "site_organ_dice": {
+            site: {organ: values["dice"] for organ, values in organ_union({site: metrics}).items()}
+            for site, metrics in final_sites.items()
+        },
+        "surface_dice_tolerance_mm": DEFAULT_TOLERANCE_MM,
     }
 
 
@@ -241,6 +287,7 @@ def format_simulation_summary(summary: dict) -> str:
     final = summary["final_val_dice"]
     final_text = "not evaluated (no cross-site evaluation)" if final is None else f"{final:.4f}"
     lines.append(f"{'union':<10} {sum(summary['site_val_cases'].values()):>9}  {final_text}")
+    lines += format_organ_table(summary.get("organ_val", {}), summary.get("surface_dice_tolerance_mm", 0.0))
     if summary.get("dp_epsilon"):
         lines += [
             "",
