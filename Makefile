@@ -10,6 +10,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= runs/demo
+# The demo's task: the organs at risk the synthetic sites delineate, in TG-263 names (docs/organs.md).
+DEMO_ORGANS ?= Spleen,Liver,Kidney_L,Kidney_R,Stomach,Pancreas,A_Aorta
 # Extra `dose3d fl simulate` options for the demo; empty: the job defaults (25 rounds x 4 local epochs).
 DEMO_FL_ARGS ?=
 
@@ -29,16 +31,22 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	rm -rf $(DEMO_DIR)
-	$(BIN)/dose3d synth --out $(DEMO_DIR)/data/dicom
+	$(BIN)/dose3d synth --out $(DEMO_DIR)/data/dicom --organs-at-risk --site-local $(DEMO_DIR)/data/local
 	for site in $$(ls $(DEMO_DIR)/data/dicom); do \
-		$(BIN)/dose3d ingest --input $(DEMO_DIR)/data/dicom/$$site --out $(DEMO_DIR)/data/cache/$$site || exit 1; \
+		names=$(DEMO_DIR)/data/local/$$site/roi_names.json; \
+		$(BIN)/dose3d ingest --input $(DEMO_DIR)/data/dicom/$$site --out $(DEMO_DIR)/data/cache/$$site \
+			--organs $(DEMO_ORGANS) $$(test -f $$names && echo --roi-names $$names) || exit 1; \
 	done
 	$(BIN)/dose3d summary $(DEMO_DIR)/data/cache/*
-	$(BIN)/dose3d fl simulate --workspace $(DEMO_DIR) $(DEMO_FL_ARGS)
+	$(BIN)/dose3d fl simulate --workspace $(DEMO_DIR) --organs $(DEMO_ORGANS) $(DEMO_FL_ARGS)
+
+# Two pytest workers (pytest-xdist), one test file per worker at a time so that module fixtures (a POC,
+# a trained site) are built once. PYTEST_WORKERS=0 runs serially.
+PYTEST_WORKERS ?= 2
 
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile
 
 clean:
 	rm -rf runs .pytest_cache

@@ -12,6 +12,7 @@ import pytest
 from dose3d_fl.deploy.processes import (
     ProcessRegistry,
     free_port,
+    kill_participant,
     listening_ports,
     port_is_listening,
     start_participant,
@@ -51,6 +52,21 @@ def test_stop_reaches_job_processes_in_their_own_session_and_frees_the_port(tmp_
         pids = stop_participants(registry.load(), grace_seconds=5)
     assert participant.pid in pids and job_pid in pids
     assert not registry.running()
+    assert not psutil.pid_exists(job_pid) or psutil.Process(job_pid).status() == psutil.STATUS_ZOMBIE
+    assert not port_is_listening(port)
+
+
+def test_kill_reaches_job_processes_at_once_and_frees_the_port(tmp_path: Path) -> None:
+    port = free_port()
+    participant = start_participant("hospital-a", _fake_kit(tmp_path / "kit", port))
+    try:
+        wait_for_port(port, participant, timeout=30)
+        job_pid = int((tmp_path / "kit" / "job.pid").read_text())
+        pids = kill_participant(participant)  # SIGKILL: a power cut, no grace period
+    finally:
+        stop_participants([participant], grace_seconds=5)
+    assert sorted(pids) == sorted([participant.pid, job_pid])
+    assert not participant.is_running() and kill_participant(participant) == []
     assert not psutil.pid_exists(job_pid) or psutil.Process(job_pid).status() == psutil.STATUS_ZOMBIE
     assert not port_is_listening(port)
 

@@ -5,7 +5,9 @@ on loopback, sites renamed ``hospital-a``, ``hospital-b``, ...), synthesises and
 their caches are missing, writes each site's ``local/dose3d_site.json`` (site-owned, never in a job), starts
 the server and the clients from their startup kits and records their PIDs. ``submit`` sends a job folder
 through the FLARE API as the project admin, ``status`` reports processes, clients and jobs, ``down`` stops
-every recorded process and what it started (jobs included) by PID.
+every recorded process and what it started (jobs included) by PID. The server kit gets the ``AutoResume``
+component: a job that a server restart interrupted continues by itself, and a site restarted during a job
+rejoins it (docs/reliability.md).
 
 Everything lives under one root folder (``runs/poc`` by default); nothing is written to ``~/.nvflare``:
 ``nvflare poc prepare`` runs with ``NVFLARE_POC_WORKSPACE=<root>/workspace`` and ``HOME=<root>/home``, so the
@@ -44,6 +46,7 @@ from dose3d_fl.deploy.provision import (
     load_project,
     nvflare_executable,
 )
+from dose3d_fl.fl.server.auto_resume import install_auto_resume
 from dose3d_fl.fl.site.config import SITE_CONFIG_NAME, SiteConfig
 from dose3d_fl.synth.demo_sites import prepare_caches
 
@@ -83,6 +86,8 @@ class PocConfig:
         project_file: the provisioning project the POC is derived from.
         site_policy_dir: the sites' policy files (authorization, privacy, resources) installed in each kit.
         server_policy_dir: the server's policy files.
+        auto_resume: install the server component that resubmits a job interrupted by a server restart and
+            gives a running job again to a site that restarted (``dose3d_fl.fl.server.auto_resume``).
     """
 
     root: Path = Path("runs/poc")
@@ -93,6 +98,7 @@ class PocConfig:
     project_file: Path = Path("server/project.yml")
     site_policy_dir: Path = Path("sites/local")
     server_policy_dir: Path = Path("server/local")
+    auto_resume: bool = True
 
     @property
     def workspace(self) -> Path:
@@ -194,6 +200,8 @@ def prepare_workspace(config: PocConfig) -> StartupKits:
         )
     kits = collect_kits(prod_dir, project)
     install_policies(kits, config.server_policy_dir, config.site_policy_dir)
+    if config.auto_resume:
+        install_auto_resume(kits.server)
     return kits
 
 

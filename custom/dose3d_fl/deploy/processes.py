@@ -129,6 +129,29 @@ def stop_participants(participants: list[ParticipantProcess], grace_seconds: flo
     return [p.pid for p in procs]
 
 
+def kill_participant(participant: ParticipantProcess, timeout: float = 10.0) -> list[int]:
+    """SIGKILL a participant and every process it started (its job processes): what a power cut does.
+
+    For fault drills; :func:`stop_participants` is the orderly stop.
+
+    Returns:
+        The PIDs killed (none when the participant is not running).
+
+    Raises:
+        RuntimeError: a process survived SIGKILL for ``timeout`` seconds.
+    """
+    proc = participant.process()
+    if proc is None:
+        return []
+    procs = [proc, *_children(proc)]
+    for p in procs:
+        _signal(p, signal.SIGKILL)
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    if alive:
+        raise RuntimeError(f"processes {[p.pid for p in alive]} survived SIGKILL; check them with `ps -p`")
+    return [p.pid for p in procs]
+
+
 def _children(proc: psutil.Process) -> list[psutil.Process]:
     try:
         return proc.children(recursive=True)

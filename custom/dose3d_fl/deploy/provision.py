@@ -147,6 +147,9 @@ def provision(config: ProvisionConfig) -> StartupKits:
         )
     kits = collect_kits(new[-1], project)
     install_policies(kits, config.server_policy_dir, config.site_policy_dir)
+    from dose3d_fl.fl.server.auto_resume import install_auto_resume  # imports nvflare: only when provisioning
+
+    install_auto_resume(kits.server)  # a job continues after a server restart; restarted sites rejoin it
     logger.info("provisioned %s into %s", project["name"], kits.prod_dir)
     return kits
 

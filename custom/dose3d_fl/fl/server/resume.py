@@ -5,6 +5,10 @@ checkpoint ``ResilientFedAvg`` writes after every round in the server's workspac
 job with ``resume: true`` in its controller's arguments: submitted to the same server, it loads that
 checkpoint and runs the rounds that are left, with the round numbers (and so the sites' learning-rate
 schedule) of the interrupted job.
+
+This is the resume by hand. A server whose kit has the ``AutoResume`` component (``dose3d poc up`` and
+``dose3d provision`` install it) resubmits a job that its restart interrupted by itself, without changing the
+job's signed content (``dose3d_fl.fl.server.auto_resume``); do not submit a resume job by hand there as well.
 """
 
 from __future__ import annotations
