@@ -2,8 +2,9 @@
 
 The CT is written to a temporary NIfTI exactly as ``dose3d ingest`` writes training images, so the
 profile's own MONAI preprocessing (RAS, resampling, body crop, HU window, padding) runs unchanged; MONAI's
-``Invertd`` then undoes the spatial steps on the foreground probability, which is thresholded on the
-original grid (smoother than resampling a label).
+``Invertd`` then undoes the spatial steps on the organs' probabilities, which are compared on the original
+grid (smoother than resampling a label). A model with several organs gives one mask per organ (class 1, 2,
+... of the network, in the order of its task's organs).
 """
 
 from __future__ import annotations
@@ -40,17 +41,23 @@ class DeviceUnavailableError(Exception):
 
 @dataclass
 class Prediction:
-    """A predicted organ on the CT grid.
+    """The predicted organs on the CT grid.
 
     Attributes:
-        mask: boolean ``(columns, rows, slices)`` mask after post-processing.
-        raw_voxels: foreground voxels before post-processing.
+        masks: per organ (network class 1, 2, ...), a boolean ``(columns, rows, slices)`` mask after
+            post-processing.
+        raw_voxels: per organ, its voxels before post-processing.
         seconds: wall time per stage (``preprocess``, ``network``, ``invert``, ``postprocess``).
     """
 
-    mask: np.ndarray
-    raw_voxels: int
+    masks: list[np.ndarray]
+    raw_voxels: list[int]
     seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def mask(self) -> np.ndarray:
+        """The first organ's mask (the one organ of a one-organ model)."""
+        return self.masks[0]
 
 
 def load_predictor(model: SegmentationModel, device: str | None = None) -> SegTrainer:
@@ -75,16 +82,18 @@ def load_predictor(model: SegmentationModel, device: str | None = None) -> SegTr
     return predictor
 
 
-def predict_organ(predictor: SegTrainer, volume: CTVolume, threshold: float = 0.5) -> Prediction:
-    """Segment class 1 of the profile on a CT volume and return it on the volume's own grid.
+def predict_organ(predictor: SegTrainer, volume: CTVolume, threshold: float = 0.0) -> Prediction:
+    """Segment every organ class of the model on a CT volume and return them on the volume's own grid.
 
     Args:
         predictor: from :func:`load_predictor`.
         volume: the validated CT.
-        threshold: foreground probability threshold on the original grid.
+        threshold: least probability of an organ on the original grid. A voxel is given to the organ of
+            highest probability when that is at least the background's (for one organ: at least 0.5) and
+            at least ``threshold``.
 
     Returns:
-        The cleaned mask (largest connected component, slice holes filled) and timings.
+        The cleaned masks (largest connected component, slice holes filled) and timings.
     """
     start = time.perf_counter()
     hu = np.rint(volume.hu).astype(np.int16) if volume.integer_hu else volume.hu
@@ -96,11 +105,11 @@ def predict_organ(predictor: SegTrainer, volume: CTVolume, threshold: float = 0.
     return prediction
 
 
-def predict_organ_nifti(predictor: SegTrainer, image_path: Path, threshold: float = 0.5) -> Prediction:
+def predict_organ_nifti(predictor: SegTrainer, image_path: Path, threshold: float = 0.0) -> Prediction:
     """:func:`predict_organ` on a CT already stored as NIfTI (HU), e.g. a case of a site cache.
 
     Returns:
-        The cleaned mask on the NIfTI's voxel grid, and timings.
+        The cleaned masks on the NIfTI's voxel grid, and timings.
     """
     seconds: dict[str, float] = {}
     start = time.perf_counter()
@@ -112,27 +121,31 @@ def predict_organ_nifti(predictor: SegTrainer, image_path: Path, threshold: floa
 
     start = time.perf_counter()
     logits = predictor.predict(image.unsqueeze(0))[0].float().cpu()
-    probability = torch.softmax(logits, dim=0)[1:2]
+    probability = torch.softmax(logits, dim=0)[1:]  # the organs; background is what they leave
     seconds["network"] = time.perf_counter() - start
 
     start = time.perf_counter()
     prediction = MetaTensor(probability, meta=image.meta, applied_operations=image.applied_operations)
     invert = Invertd(keys=PREDICTION, transform=preprocess, orig_keys=IMAGE, nearest_interp=False)
     restored = invert({PREDICTION: prediction, IMAGE: image})[PREDICTION]
-    foreground = np.asarray(restored[0].detach().cpu().numpy()) >= threshold
+    organs = np.asarray(restored.detach().cpu().numpy())
     expected = tuple(nib.load(image_path).shape[:3])
-    if foreground.shape != expected:
-        raise RuntimeError(f"inverted prediction has shape {foreground.shape}, the CT {expected}")
+    if organs.shape[1:] != expected:
+        raise RuntimeError(f"inverted prediction has shape {organs.shape[1:]}, the CT {expected}")
+    best, top = organs.argmax(axis=0), organs.max(axis=0)
+    # Outside the body crop every organ's probability is 0 after inversion: background there.
+    assigned = (top >= 1.0 - organs.sum(axis=0)) & (top >= threshold)
+    foreground = [assigned & (best == c) for c in range(organs.shape[0])]
     seconds["invert"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    mask = clean_organ_mask(foreground)
+    masks = [clean_organ_mask(organ) for organ in foreground]
     seconds["postprocess"] = time.perf_counter() - start
     log.info(
-        "%s: %d voxels (%d before post-processing) in %s",
+        "%s: %s voxels (%s before post-processing) in %s",
         image_path.name,
-        int(mask.sum()),
-        int(foreground.sum()),
+        [int(m.sum()) for m in masks],
+        [int(f.sum()) for f in foreground],
         {k: round(v, 2) for k, v in seconds.items()},
     )
-    return Prediction(mask=mask, raw_voxels=int(foreground.sum()), seconds=seconds)
+    return Prediction(masks=masks, raw_voxels=[int(f.sum()) for f in foreground], seconds=seconds)

@@ -1,7 +1,9 @@
-"""Load a segmentation model file for inference: a ``dose3d train`` checkpoint or NVFlare's global model.
+"""Load a segmentation model file for inference: a ``dose3d train`` checkpoint or the server's global model.
 
-A ``dose3d train`` checkpoint carries its profile (``{"model", "profile", "meta"}``). NVFlare's persistor
-writes ``{"model": state_dict, ...}`` without one: the caller then names the profile the federation used.
+Both carry their profile: ``dose3d train`` writes ``{"model", "profile", "meta"}``, the server's persistor
+(``dose3d_fl.fl.server.persistor``) ``{"model", "profile", "provenance", ...}``. A file without a profile
+(saved by NVFlare's own persistor, before the server stored it) needs the profile named by the caller: there
+is no default, since a wrong profile preprocesses the CT wrongly without any error.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ from typing import Any
 
 import torch
 
+from dose3d_fl.clinical.models import ModelRecord, model_record
+from dose3d_fl.clinical.provenance import task_of
 from dose3d_fl.data.discovery import one_line
-from dose3d_fl.seg.profiles import DEFAULT_PROFILE, SegProfile, get_profile
+from dose3d_fl.seg.profiles import PROFILES, SegProfile, get_profile
 
 log = logging.getLogger(__name__)
 
@@ -25,20 +29,21 @@ class ModelFileError(Exception):
 
 @dataclass
 class SegmentationModel:
-    """Weights and the profile that says how to preprocess their input.
+    """Weights, the profile that says how to preprocess their input, and what the file records about itself.
 
     Attributes:
         weights: the network's state dict (CPU tensors).
         profile: the profile the weights were trained with.
-        profile_source: where the profile came from, for the user (``"stored in the model file"`` or a
-            sentence naming the assumed profile).
+        profile_source: where the profile came from, for the user.
         path: the model file.
+        record: the file's identity: weights' hash, job, round (``dose3d_fl.clinical.models``).
     """
 
     weights: dict[str, torch.Tensor]
     profile: SegProfile
     profile_source: str
     path: Path
+    record: ModelRecord
 
 
 def load_segmentation_model(
@@ -49,16 +54,16 @@ def load_segmentation_model(
     Args:
         path: ``model.pt`` of ``dose3d train`` or ``FL_global_model.pt`` / ``best_FL_global_model.pt`` of a
             federated run.
-        profile: profile name for a file that stores none (default ``cpu-small``); a file that stores its
-            profile must agree with it in every field that shapes the network or its input.
+        profile: profile name; required for a file that stores none. A file that stores its profile must
+            agree with it in every field that shapes the network or its input.
         profile_origin: where ``profile`` came from, for the message that reports the choice.
 
     Returns:
-        The weights with their profile.
+        The weights with their profile and record.
 
     Raises:
-        ModelFileError: missing file, not a torch file, no ``model`` state dict, an unknown profile, or a
-            profile that contradicts the stored one.
+        ModelFileError: missing file, not a torch file, no ``model`` state dict, an unknown profile, a profile
+            that contradicts the stored one, or no profile at all.
     """
     path = Path(path)
     if not path.is_file():
@@ -75,20 +80,25 @@ def load_segmentation_model(
         )
     try:
         requested = get_profile(profile) if profile is not None else None
-        if "profile" in data:
-            stored = SegProfile.from_dict(data["profile"])
-            if requested is not None and stored.incompatibilities(requested):
-                raise ModelFileError(
-                    f"{path} was trained with profile {stored.name!r}, which differs from --profile "
-                    f"{requested.name!r} in {', '.join(stored.incompatibilities(requested))}; drop --profile"
-                )
-            return SegmentationModel(
-                weights, stored, f"profile {stored.name!r} stored in the model file", path
-            )
-    except ValueError as err:
+        stored = SegProfile.from_dict(data["profile"]) if "profile" in data else None
+    except (TypeError, ValueError) as err:
         raise ModelFileError(f"{path}: {one_line(err)}") from err
-    chosen = requested or get_profile(DEFAULT_PROFILE)
-    how = profile_origin if requested is not None else "the default"
-    source = f"the file stores no profile; using profile {chosen.name!r} ({how})"
+    record = model_record(path, data)
+    if stored is not None:
+        if requested is not None and stored.incompatibilities(requested):
+            raise ModelFileError(
+                f"{path} was trained with profile {stored.name!r}, which differs from --profile "
+                f"{requested.name!r} in {', '.join(stored.incompatibilities(requested))}; drop --profile"
+            )
+        return SegmentationModel(
+            weights, stored, f"profile {stored.name!r} stored in the model file", path, record
+        )
+    if requested is None:
+        raise ModelFileError(
+            f"{path} stores no profile (saved before the server recorded it); pass the profile the job "
+            f"trained with: --profile NAME (one of {', '.join(PROFILES)})"
+        )
+    source = f"the file stores no profile; using profile {requested.name!r} ({profile_origin})"
     log.info("%s: %s", path, source)
-    return SegmentationModel(weights, chosen, source, path)
+    record.profile, record.task = requested.name, record.task or task_of(requested)
+    return SegmentationModel(weights, requested, source, path, record)
