@@ -1,8 +1,10 @@
 """`dose3d report` on a simulator workspace and on a downloaded job result: sections, numbers from the
-run's files, optional sections, errors; and the page rendered by headless Chromium."""
+run's files, every validation case on the CT grid, the model's provenance, optional sections, errors; and the
+page rendered by headless Chromium (skipped without it, unless DOSE3D_REQUIRE_BROWSER=1)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -18,28 +20,48 @@ import torch
 from PIL import Image
 
 from dose3d_fl.cli import main
-from dose3d_fl.report.html import Section, figure, paragraph, render_page, table
-from dose3d_fl.report.overlays import case_dice
-from tests.clinical.trained_site import TrainedSite
+from dose3d_fl.clinical.inference import load_predictor, predict_organ_nifti
+from dose3d_fl.clinical.model_file import load_segmentation_model
+from dose3d_fl.report.case_metrics import evaluate_site
+from dose3d_fl.report.html import Section, details, figure, paragraph, render_page, table
+from dose3d_fl.seg.profiles import get_profile
+from tests.clinical.trained_site import TrainedSite, dice, load_mask
 
 pytestmark = pytest.mark.slow
 
 # Real files of a `dose3d fl simulate --rounds 3` run (3 sites), copied from its server job folder.
 FIXTURES = Path(__file__).parent / "fixtures"
 CHROMIUM = Path(shutil.which("chromium") or "/usr/bin/chromium")
+REQUIRE_BROWSER = os.environ.get("DOSE3D_REQUIRE_BROWSER") == "1"
+# site-2 of the workspace: a view of the trained site's cache with 3 validation cases, so that its worst and
+# median case differ (site-1 keeps the cache's own split: 1 validation case).
+SITE_2_VAL = 3
 
 
-def _server_files(server: Path, trained_site: TrainedSite) -> Path:
+def _server_files(server: Path, trained_site: TrainedSite, **extra: object) -> Path:
+    """The server job folder; ``extra`` keys go into the global model file beside ``model``."""
     (server / "metrics").mkdir(parents=True)
     (server / "cross_site_val").mkdir()
     (server / "app_server" / "config").mkdir(parents=True)
     shutil.copy(FIXTURES / "round_metrics.jsonl", server / "metrics")
     shutil.copy(FIXTURES / "cross_val_results.json", server / "cross_site_val")
     shutil.copy(FIXTURES / "config_fed_client.json", server / "app_server" / "config")
-    # The global model as NVFlare's persistor writes it: {"model": state_dict}, no profile.
+    # The global model as NVFlare's persistor writes it: {"model": state_dict}, no profile (older servers).
     weights = torch.load(trained_site.model, weights_only=True)["model"]
-    torch.save({"model": weights}, server / "app_server" / "FL_global_model.pt")
+    torch.save({"model": weights, **extra}, server / "app_server" / "FL_global_model.pt")
     return server
+
+
+def _site_view(cache: Path, site: Path, val: int) -> Path:
+    """Another site made of ``cache``'s files, with its first ``val`` cases as validation cases."""
+    site.mkdir(parents=True)
+    for folder in ("images", "labels"):
+        (site / folder).symlink_to(cache / folder)
+    shutil.copy(cache / "manifest.json", site)
+    ids = [case["id"] for case in json.loads((cache / "manifest.json").read_text())["cases"]]
+    split = json.loads((cache / "split.json").read_text())
+    (site / "split.json").write_text(json.dumps({**split, "train": ids[val:], "val": ids[:val]}))
+    return site
 
 
 @pytest.fixture(scope="module")
@@ -50,9 +72,10 @@ def workspace(trained_site: TrainedSite, tmp_path_factory: pytest.TempPathFactor
     shutil.copy(FIXTURES / "summary.json", root)
     (root / "data" / "cache").mkdir(parents=True)
     (root / "data" / "cache" / "site-1").symlink_to(trained_site.cache)
+    _site_view(trained_site.cache, root / "data" / "cache" / "site-2", SITE_2_VAL)
     (root / "central").mkdir()
     shutil.copy(trained_site.train_dir / "metrics.json", root / "central")
-    assert main(["report", str(root), "--overlays", "1"]) == 0
+    assert main(["report", str(root)]) == 0
     return root
 
 
@@ -60,18 +83,48 @@ def _images(html: str) -> list[str]:
     return re.findall(r'<img src="([^"]+)"', html)
 
 
+def _section(html: str, title: str) -> str:
+    """The HTML of one section, by its title."""
+    match = re.search(rf"<section><h2>{re.escape(title)}</h2>(.*?)</section>", html, re.DOTALL)
+    assert match, f"no section {title!r}"
+    return match.group(1)
+
+
+def _tables(html: str) -> list[list[list[str]]]:
+    """Every table's body rows as cell texts (unescaped)."""
+    return [
+        [
+            [unescape(c) for c in re.findall(r"<td[^>]*>(.*?)</td>", row)]
+            for row in re.findall(r"<tr>(.*?)</tr>", body)
+        ]
+        for body in re.findall(r"<tbody>(.*?)</tbody>", html, re.DOTALL)
+    ]
+
+
+def _val_ids(cache: Path) -> list[str]:
+    return json.loads((cache / "split.json").read_text())["val"]
+
+
 def test_report_of_a_simulator_workspace(workspace: Path, trained_site: TrainedSite) -> None:
     html = (workspace / "report" / "report.html").read_text()
-    for title in (
+    titles = re.findall(r"<h2>(.*?)</h2>", html)
+    assert titles == [
+        "Model",
         "Global validation Dice per round",
         "Cross-site Dice",
         "Federated vs. local vs. central",
-        "Sample segmentations",
-    ):
-        assert f"<h2>{title}</h2>" in html
+        "Every validation case on the CT grid",
+        "Worst and median case per site",
+    ]
     assert "GAN" not in html and "privacy" not in html
     images = _images(html)
-    assert {"dice_per_round.png", "cross_site.png", "overlay_site-1.png"} <= set(images)
+    assert set(images) == {
+        "dice_per_round.png",
+        "cross_site.png",
+        "case_site-1_only_case.png",
+        "case_site-2_worst.png",
+        "case_site-2_median.png",
+    }
     assert all((workspace / "report" / src).is_file() for src in images)
 
     # Every figure comes from the run's files: the simulator summary, cross-site results, train metrics.
@@ -91,10 +144,63 @@ def test_report_of_a_simulator_workspace(workspace: Path, trained_site: TrainedS
     assert "'cpu-small'" not in html
     assert "profile 'cpu-small' (named by the job's client configuration)" in unescape(html)
 
+    # The heatmap's colours span the cross-site values, not 0..1.
+    values = [v["val_dice"] for row in cross.values() for v in row.values()]
+    assert f"span the values&#39; own range, {min(values):.3f} to {max(values):.3f}, not 0 to 1" in html
+
+    # The model file of an older server records no provenance, and the page says so.
+    model = _section(html, "Model")
+    assert "provenance</td><td>not recorded (none of: profile, organs," in model
+    assert "profile stored in the file</td><td>not recorded" in model
+
+
+def test_every_validation_case_is_in_the_table_on_the_ct_grid(
+    workspace: Path, trained_site: TrainedSite
+) -> None:
+    section = _section(
+        (workspace / "report" / "report.html").read_text(), "Every validation case on the CT grid"
+    )
+    sites, cases = _tables(section)
+    caches = {"site-1": trained_site.cache, "site-2": workspace / "data" / "cache" / "site-2"}
+    assert [row[:2] for row in sites] == [["site-1", "1"], ["site-2", str(SITE_2_VAL)]]
+    assert sorted((row[0], row[1], row[2]) for row in cases) == sorted(
+        (site, case, "SPLEEN") for site, cache in caches.items() for case in _val_ids(cache)
+    )
+    manifest = {c["id"]: c for c in json.loads((trained_site.cache / "manifest.json").read_text())["cases"]}
+    for _, case, _, voxel, label_ml, predicted_ml, diff_ml, _, dice_, hd95, surface, _ in cases:
+        entry = manifest[case]
+        # The label volume is the one ingestion measured on the CT grid; the metrics are in range.
+        assert voxel == " x ".join(f"{s:g}" for s in entry["spacing"])
+        assert float(label_ml) == pytest.approx(entry["roi_volume_ml"], abs=0.05)
+        assert float(diff_ml) == pytest.approx(float(predicted_ml) - float(label_ml), abs=0.11)
+        assert 0.0 <= float(dice_) <= 1.0 and float(hd95) >= 0.0 and 0.0 <= float(surface) <= 1.0
+    roles = [(row[0], row[11]) for row in cases if row[11]]
+    assert roles == [("site-1", "only case"), ("site-2", "worst"), ("site-2", "median")]
+    site_2 = [row for row in cases if row[0] == "site-2"]
+    assert site_2[0][11] == "worst" and float(site_2[0][8]) == min(float(r[8]) for r in site_2)
+
+    # The worst case's Dice is the CT-grid Dice of `dose3d segment`'s own prediction against the label.
+    worst = site_2[0][1]
+    predictor = load_predictor(load_segmentation_model(trained_site.model))
+    predicted = predict_organ_nifti(predictor, trained_site.cache / manifest[worst]["image"]).mask
+    expected = dice(predicted, load_mask(trained_site.cache / manifest[worst]["label"]))
+    assert float(site_2[0][8]) == pytest.approx(expected, abs=5e-4)
+
+    # Which grid each Dice is on, and why they differ, is said on the page.
+    text = unescape(section)
+    assert "on the training grid: the CT resampled to the profile's 4 x 4 x 4 mm voxels" in text
+    assert (
+        "This table is computed by the report on each CT's own grid" in text and "They differ because" in text
+    )
+    with (workspace / "report" / "cases.csv").open() as stream:
+        assert len(stream.read().splitlines()) == 1 + len(cases)
+
 
 def test_report_renders_in_headless_chromium(workspace: Path, tmp_path: Path) -> None:
     if not CHROMIUM.is_file():
-        pytest.fail("headless Chromium is needed: apt-get install -y chromium (.ci/run installs it)")
+        if REQUIRE_BROWSER:
+            pytest.fail("DOSE3D_REQUIRE_BROWSER=1 but Chromium is missing: apt-get install -y chromium")
+        pytest.skip("headless Chromium not installed (apt-get install -y chromium; .ci/run installs it)")
     screenshot = tmp_path / "page.png"
     command = [
         str(CHROMIUM),
@@ -151,11 +257,70 @@ def test_report_of_a_downloaded_job_result(
     ]
     assert main(args) == 0
     html = (out / "report.html").read_text()
-    assert "global (NVFlare aggregate)" in html and "Sample segmentations" not in html
+    assert "global (NVFlare aggregate)" in html and "Worst and median case" not in html
+    assert "holds no site data" in _section(html, "Every validation case on the CT grid")
     first = json.loads((FIXTURES / "round_metrics.jsonl").read_text().splitlines()[1])
     assert f"{first['aggregated_metrics'][0]['value']:.4f}" in html
     assert "<td>central</td>" in html
     assert all((out / src).is_file() for src in _images(html))
+
+
+PROVENANCE = {
+    "profile": "cpu-small",
+    "task": {"organs": ["SPLEEN"], "spacing_mm": [4.0, 4.0, 4.0], "crop": [48, 48, 48]},
+    "job_id": "4f1c2d3e",
+    "job_name": "seg_fedavg",
+    "round": 25,
+    "sha256": "ab" * 32,
+    "created": "2026-01-05T10:00:00+00:00",
+    "software": {"dose3d_fl": "0.1.0", "monai": "1.6.1", "nvflare": "2.9.0"},
+}
+
+
+def test_the_model_provenance_heads_the_page(trained_site: TrainedSite, tmp_path: Path) -> None:
+    run = tmp_path / "download"
+    profile = get_profile("cpu-small").to_dict()
+    _server_files(run / "4f1c2d3e-job" / "workspace", trained_site, provenance=PROVENANCE, profile=profile)
+    assert main(["report", str(run), "--out", str(tmp_path / "report")]) == 0
+    html = (tmp_path / "report" / "report.html").read_text()
+    assert re.findall(r"<h2>(.*?)</h2>", html)[0] == "Model"
+    rows = dict(row for row in _tables(_section(html, "Model"))[0])
+    assert rows["organs"] == "SPLEEN" and rows["training voxel size (mm)"] == "4.0 x 4.0 x 4.0"
+    assert rows["training crop (voxels)"] == "48 x 48 x 48" and rows["round"] == "25"
+    assert (
+        rows["job name"] == "seg_fedavg"
+        and rows["job id"] == "4f1c2d3e"
+        and rows["SHA-256 (recorded)"] == "ab" * 32
+    )
+    assert rows["software"] == "dose3d_fl 0.1.0; monai 1.6.1; nvflare 2.9.0"
+    assert rows["profile stored in the file"] == "cpu-small"
+    assert rows["profile the report segments with"] == "profile 'cpu-small' stored in the model file"
+    model = run / "4f1c2d3e-job" / "workspace" / "app_server" / "FL_global_model.pt"
+    assert (
+        rows["SHA-256 of this file (computed by the report)"]
+        == hashlib.sha256(model.read_bytes()).hexdigest()
+    )
+    assert "<details><summary>every field of the stored profile</summary>" in html
+
+
+def test_a_model_that_cannot_be_used_costs_only_the_case_sections(
+    trained_site: TrainedSite, tmp_path: Path
+) -> None:
+    run = tmp_path / "ws"
+    server = _server_files(run / "sim" / "seg_fedavg" / "server" / "simulate_job", trained_site)
+    (run / "data" / "cache").mkdir(parents=True)
+    (run / "data" / "cache" / "site-1").symlink_to(trained_site.cache)
+    (server / "app_server" / "FL_global_model.pt").write_bytes(b"truncated")
+    assert main(["report", str(run)]) == 0
+    html = unescape((run / "report" / "report.html").read_text())
+    model = str(server / "app_server" / "FL_global_model.pt")
+    assert f"{model} cannot be read (" in html
+    assert f"Not evaluated: {model} is not a torch model file (" in html
+    assert "Cross-site Dice" in html and "Worst and median case" not in html
+
+    assert main(["report", str(run), "--no-cases", "--out", str(tmp_path / "r2")]) == 0
+    html = (tmp_path / "r2" / "report.html").read_text()
+    assert "Not computed: the report was asked not to (--no-cases)." in html
 
 
 def test_a_summary_of_another_run_is_not_used(downloaded_result: Path, tmp_path: Path) -> None:
@@ -207,16 +372,6 @@ def test_report_errors_are_one_line(
     assert "metrics.json not found" in capsys.readouterr().err
 
 
-def test_case_dice_is_zero_without_a_label() -> None:
-    empty, cube = np.zeros((6, 6, 6), dtype=bool), np.zeros((6, 6, 6), dtype=bool)
-    cube[1:4, 1:4, 1:4] = True
-    half = cube.copy()
-    half[1:4, 1:4, 1] = False
-    assert case_dice(cube, cube) == 1.0 and case_dice(empty, cube) == 0.0
-    assert case_dice(empty, empty) == 0.0 and case_dice(cube, empty) == 0.0  # MONAI's NaN, shown as 0
-    assert case_dice(half, cube) == pytest.approx(2 * 18 / (18 + 27))
-
-
 def test_page_elements_are_escaped_and_numbers_formatted() -> None:
     cells = table(["a<b", "n"], [["x & 'y'", 0.123456], [3, None], [True, "plain"]])
     assert cells == (
@@ -229,6 +384,30 @@ def test_page_elements_are_escaped_and_numbers_formatted() -> None:
     assert figure("a.png", "c<", 'q"') == (
         '<figure><img src="a.png" alt="q&#34;"><figcaption>c&lt;</figcaption></figure>'
     )
+    assert table(["v"], [[1.25], [None]], ["%+.1f"], "compact") == (
+        '<table class="compact"><thead><tr><th>v</th></tr></thead><tbody>'
+        '<tr><td class="num">+1.2</td></tr><tr><td class="num">&ndash;</td></tr></tbody></table>'
+    )
+    assert details("a<", "<p>b</p>") == "<details><summary>a&lt;</summary><p>b</p></details>"
     page = render_page("T<", "s&", [Section("S", cells)])
     assert "<title>T&lt;</title>" in page and '<p class="note">s&amp;</p>' in page
     assert f"<section><h2>S</h2>\n{cells}\n</section>\n</body>\n</html>\n" in page
+
+
+def test_a_case_that_cannot_be_read_is_named_and_the_others_scored(
+    trained_site: TrainedSite, tmp_path: Path
+) -> None:
+    cache = tmp_path / "site-5"
+    _site_view(trained_site.cache, cache, 2)
+    (cache / "images").unlink()
+    (cache / "images").mkdir()
+    manifest = json.loads((cache / "manifest.json").read_text())["cases"]
+    for case in manifest:
+        (cache / case["image"]).symlink_to(trained_site.cache / case["image"])
+    broken = manifest[0]
+    (cache / broken["image"]).unlink()
+    (cache / broken["image"]).write_bytes(b"\x1f\x8b truncated")
+    site = evaluate_site(load_predictor(load_segmentation_model(trained_site.model)), cache)
+    assert [row.case_id for row in site.rows] == [manifest[1]["id"]]
+    (reason,) = site.skipped
+    assert reason.startswith(f"site-5 {broken['id']}: ") and "\n" not in reason

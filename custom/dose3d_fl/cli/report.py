@@ -14,7 +14,13 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     try:
         report = build_report(
-            ReportConfig(run=args.run, out=args.out, compare=dict(args.compare), max_overlays=args.overlays)
+            ReportConfig(
+                run=args.run,
+                out=args.out,
+                compare=dict(args.compare),
+                cases=args.cases,
+                overlays=args.overlays,
+            )
         )
     except (RunNotFoundError, FileNotFoundError, ValueError) as err:
         return fail(str(err))
@@ -43,6 +49,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="a `dose3d train --out DIR` run to compare with (repeatable)",
     )
     report.add_argument(
-        "--overlays", type=int, default=3, help="sample cases drawn with the global model (default 3)"
+        "--no-cases",
+        dest="cases",
+        action="store_false",
+        help="do not segment the workspace's validation cases (no per-case table, no pictures)",
+    )
+    report.add_argument(
+        "--no-overlays",
+        dest="overlays",
+        action="store_false",
+        help="per-case table without the pictures of each site's worst and median case",
     )
     report.set_defaults(func=_cmd_report)

@@ -7,12 +7,15 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dose3d_fl.clinical.model_file import ModelFileError, SegmentationModel, load_segmentation_model
+from dose3d_fl.report.case_sections import CASES_TITLE, cases_section, overlays_section
 from dose3d_fl.report.comparison import ComparedRun, read_training_run
 from dose3d_fl.report.extras import OPTIONAL_SECTIONS
-from dose3d_fl.report.html import Section, figure, paragraph, render_page, table
+from dose3d_fl.report.html import Section, details, figure, paragraph, render_page, table
 from dose3d_fl.report.locate import RunFiles, locate_run
-from dose3d_fl.report.overlays import draw_case_overlays
+from dose3d_fl.report.overlays import review_cases
 from dose3d_fl.report.plots import plot_cross_site, plot_dice_per_round
+from dose3d_fl.report.provenance import provenance_section, read_provenance
 from dose3d_fl.report.run_metrics import (
     CrossSiteDice,
     RoundDice,
@@ -35,13 +38,16 @@ class ReportConfig:
         out: output folder (default ``RUN/report``).
         compare: name -> ``dose3d train`` output folder, shown beside the federated model (folders
             ``RUN/<name>/metrics.json`` are added by themselves).
-        max_overlays: sample cases drawn with the global model (0: none).
+        cases: segment every validation case of the workspace's site caches with the global model, for the
+            per-case table (CT grid).
+        overlays: draw each site's worst and median case (needs ``cases``).
     """
 
     run: Path
     out: Path | None = None
     compare: dict[str, Path] = field(default_factory=dict)
-    max_overlays: int = 3
+    cases: bool = True
+    overlays: bool = True
 
 
 def build_report(config: ReportConfig) -> Path:
@@ -63,7 +69,11 @@ def build_report(config: ReportConfig) -> Path:
         )
         summary = None
 
-    sections = [_dice_per_round_section(files, rounds, cross, summary, out)]
+    model, model_problem = _inference_model(files)
+    sections = [
+        provenance_section(read_provenance(files.global_model), model.profile_source if model else None),
+        _dice_per_round_section(files, rounds, cross, summary, out),
+    ]
     if cross is not None and cross.dice:
         sections.append(_cross_site_section(files, cross, out))
     compared = [
@@ -71,8 +81,7 @@ def build_report(config: ReportConfig) -> Path:
     ]
     if cross is not None and cross.final_global() and compared:
         sections.append(_comparison_section(files, cross, compared))
-    if files.global_model is not None and files.caches and config.max_overlays > 0:
-        sections.append(_overlay_section(files, out, config.max_overlays))
+    sections += _case_sections(files, config, model, model_problem, cross, out)
     sections += [s for make in OPTIONAL_SECTIONS if (s := make(files, out)) is not None]
 
     subtitle = f"Run: {files.root.resolve()} (server job folder {files.server_dir.resolve()})"
@@ -130,7 +139,7 @@ def _dice_per_round_section(
             "(round 0: the initial model).",
             "Dice per round",
         ),
-        table(headers, rows),
+        details("Dice per round, as a table", table(headers, rows)),
         paragraph(
             f"Per-site values: {files.round_metrics} (what each site reported for the global model it "
             f"received); after the last round: {files.cross_site} (cross-site evaluation of the final "
@@ -142,7 +151,7 @@ def _dice_per_round_section(
 
 
 def _cross_site_section(files: RunFiles, cross: CrossSiteDice, out: Path) -> Section:
-    plot_cross_site(cross, out / "cross_site.png")
+    low, high = plot_cross_site(cross, out / "cross_site.png")
     rows = [
         [site, cross.cases.get(site), *(cross.dice[site].get(m) for m in cross.models)]
         for site in cross.sites
@@ -150,7 +159,8 @@ def _cross_site_section(files: RunFiles, cross: CrossSiteDice, out: Path) -> Sec
     body = [
         figure(
             "cross_site.png",
-            "Cross-site evaluation: each row is a site's validation data, each column a model.",
+            "Cross-site evaluation: each row is a site's validation data, each column a model. The colours "
+            f"span the values' own range, {low:.3f} to {high:.3f}, not 0 to 1.",
             "Cross-site Dice matrix",
         ),
         table(["data site", "val cases", *(model_label(m) for m in cross.models)], rows),
@@ -184,18 +194,48 @@ def _comparison_section(files: RunFiles, cross: CrossSiteDice, compared: list[Co
     return Section("Federated vs. local vs. central", "\n".join(body))
 
 
-def _overlay_section(files: RunFiles, out: Path, limit: int) -> Section:
-    overlays = draw_case_overlays(files.global_model, files.profile_name, files.caches, out, limit)
-    if not overlays:
-        return Section("Sample segmentations", paragraph("No validation case found in the site caches."))
-    parts = [
-        figure(
-            o.png.name,
-            f"{o.site}, validation case {o.case_id}: site label (green) and global model (orange); Dice "
-            f"{o.dice:.3f} at the case's own resolution, computed for this report.",
-            f"overlay {o.site}",
+def _inference_model(files: RunFiles) -> tuple[SegmentationModel | None, str | None]:
+    """The global model with the profile to segment with, or the one-line reason it cannot be used."""
+    if files.global_model is None:
+        return None, "the run holds no saved global model"
+    try:
+        return (
+            load_segmentation_model(
+                files.global_model, files.profile_name, "named by the job's client configuration"
+            ),
+            None,
         )
-        for o in overlays
-    ]
-    parts.append(paragraph(f"Model: {files.global_model} ({overlays[0].profile_source}).", "note"))
-    return Section("Sample segmentations", "\n".join(parts))
+    except ModelFileError as err:
+        log.warning("%s", err)
+        return None, str(err)
+
+
+def _case_sections(
+    files: RunFiles,
+    config: ReportConfig,
+    model: SegmentationModel | None,
+    problem: str | None,
+    cross: CrossSiteDice | None,
+    out: Path,
+) -> list[Section]:
+    """The per-case table and the worst/median pictures, or one section saying why there are none."""
+    if not config.cases:
+        return [Section(CASES_TITLE, paragraph("Not computed: the report was asked not to (--no-cases)."))]
+    if not files.caches:
+        return [
+            Section(
+                CASES_TITLE,
+                paragraph(
+                    f"{files.root} holds no site data (a simulator workspace keeps it under "
+                    "data/cache/<site>; a real federation's cases never leave their sites), so no case is "
+                    "evaluated here."
+                ),
+            )
+        ]
+    if model is None:
+        return [Section(CASES_TITLE, paragraph(f"Not evaluated: {problem}."))]
+    review = review_cases(model, files.caches, out, draw=config.overlays)
+    sections = [cases_section(review, cross)]
+    if config.overlays:
+        sections.append(overlays_section(review))
+    return sections

@@ -1,8 +1,8 @@
 """The report's HTML page, rendered by Jinja2 with autoescaping from ``templates/``.
 
 ``templates/page.html`` is the page, ``templates/elements.html`` the macros for a section's paragraphs,
-figures and tables; the functions here only hand them their values. Images are referenced by relative
-path, so the report folder can be moved or archived as a whole.
+figures, tables and folded blocks; the functions here only hand them their values. Images are referenced by
+relative path, so the report folder can be moved or archived as a whole.
 """
 
 from __future__ import annotations
@@ -48,9 +48,26 @@ def figure(src: str, caption: str, alt: str) -> str:
     return str(_elements().module.figure(src, caption, alt))
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """A table; floats are shown with 4 decimals and right-aligned, ``None`` as a dash."""
-    return str(_elements().module.table(headers, rows))
+def table(
+    headers: Sequence[str],
+    rows: Sequence[Sequence[object]],
+    formats: Sequence[str | None] | None = None,
+    css_class: str = "",
+) -> str:
+    """A table; floats right-aligned with 4 decimals, ``None`` as a dash.
+
+    Args:
+        headers: column titles.
+        rows: cell values.
+        formats: a printf format per column for its floats (e.g. ``"%.1f"``); ``None`` keeps 4 decimals.
+        css_class: the table's class (``"compact"``: cells never wrap).
+    """
+    return str(_elements().module.table(headers, rows, list(formats) if formats else None, css_class))
+
+
+def details(summary: str, body: str) -> str:
+    """A folded block: ``summary`` (text) opens ``body`` (HTML from the functions above)."""
+    return str(_elements().module.details(summary, body))
 
 
 def render_page(title: str, subtitle: str, sections: Sequence[Section]) -> str:

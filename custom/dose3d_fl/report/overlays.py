@@ -1,100 +1,121 @@
-"""Sample validation cases segmented by the run's global model, outlined over the CT with their label.
+"""Every validation case of every site segmented by the run's global model; the worst and the median drawn.
 
 Only a simulator workspace holds site data (``WS/data/cache``); a result downloaded from a real federation
-has none, and the section is left out. Dice is ``monai.metrics.compute_dice``; no hand-written metric.
+has none, and the report says so instead. Metrics: :mod:`dose3d_fl.report.case_metrics`. The views
+(``clinical.overlay``) carry patient directions and slice positions in mm.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import torch
-from monai.metrics import compute_dice
 
-from dose3d_fl.clinical.inference import load_predictor, predict_organ_nifti
-from dose3d_fl.clinical.model_file import load_segmentation_model
+from dose3d_fl.clinical.inference import load_predictor
+from dose3d_fl.clinical.model_file import SegmentationModel
 from dose3d_fl.clinical.overlay import Outline, save_orthogonal_views
-from dose3d_fl.data.manifest import Manifest
-from dose3d_fl.data.split import SPLIT_NAME
+from dose3d_fl.report.case_metrics import (
+    ROLE_PHRASES,
+    CaseMetrics,
+    SiteCases,
+    evaluate_site,
+    worst_and_median,
+    write_cases_csv,
+)
+
+CASES_CSV = "cases.csv"
 
 log = logging.getLogger(__name__)
+
+LABEL_COLOUR = "#00d000"
+PREDICTION_COLOUR = "#ff8000"
 
 
 @dataclass
 class CaseOverlay:
-    """One drawn case."""
+    """One drawn case.
 
-    site: str
-    case_id: str
-    png: Path
-    dice: float
-    profile_source: str
-
-
-def _sample_case(cache: Path) -> tuple[str, Path, Path] | None:
-    manifest = Manifest.load(cache)
-    split_path = cache / SPLIT_NAME
-    wanted = json.loads(split_path.read_text())["val"] if split_path.is_file() else []
-    for case in manifest.cases:
-        if not wanted or case.id in wanted:
-            return case.id, cache / case.image, cache / case.label
-    return None
-
-
-def case_dice(predicted: np.ndarray, label: np.ndarray) -> float:
-    """Dice of a predicted mask against its label, 0.0 when the label is empty (never NaN).
-
-    MONAI gives NaN for an empty label (``ignore_empty``); the report shows 0.0 there, as it always has,
-    so a case without a label cannot pass for a good one.
+    Attributes:
+        role: ``"worst"``, ``"median"`` or ``"only case"`` (by Dice within its site).
+        row: the case's metrics.
+        png: the picture.
     """
-    as_batch = [torch.from_numpy(np.ascontiguousarray(m, dtype=bool))[None, None] for m in (predicted, label)]
-    return float(torch.nan_to_num(compute_dice(*as_batch, ignore_empty=True), nan=0.0).item())
+
+    role: str
+    row: CaseMetrics
+    png: Path
 
 
-def draw_case_overlays(
-    model_path: Path, profile: str | None, caches: list[Path], out_dir: Path, limit: int
-) -> list[CaseOverlay]:
-    """Segment the first validation case of up to ``limit`` site caches and draw label vs. prediction.
+@dataclass
+class CaseReview:
+    """The global model on every validation case of the cached sites.
+
+    Attributes:
+        rows: one per (site, case, organ), sites in order.
+        overlays: worst and median case of each site.
+        skipped: one-line reasons for cases or sites not evaluated.
+        profile: the profile the predictions used, and where it came from.
+        pixdim: the profile's voxel size (the training grid).
+        seconds: wall time of the whole review.
+    """
+
+    rows: list[CaseMetrics] = field(default_factory=list)
+    overlays: list[CaseOverlay] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    profile: str = ""
+    pixdim: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    seconds: float = 0.0
+
+
+def draw_case(site: SiteCases, row: CaseMetrics, role: str, out_dir: Path) -> CaseOverlay:
+    """Outline the label and the prediction of one evaluated case of ``site`` over its CT."""
+    case = site.cases[row.case_id]
+    image = nib.load(site.cache / case.image)
+    label = np.asarray(nib.load(site.cache / case.label).dataobj) > 0
+    m = row.metrics
+    hd95 = f"{m.hd95_mm:.1f} mm" if m.hd95_mm is not None else "n/a"
+    png = save_orthogonal_views(
+        np.asarray(image.dataobj, dtype=np.float32),
+        image.affine,
+        [
+            Outline(label, LABEL_COLOUR, f"label (site's RTSTRUCT), {m.label_ml:.1f} mL"),
+            Outline(
+                site.predicted_mask(row.case_id), PREDICTION_COLOUR, f"global model, {m.predicted_ml:.1f} mL"
+            ),
+        ],
+        out_dir / f"case_{row.site}_{role.replace(' ', '_')}.png",
+        title=f"{row.site} {row.case_id} ({ROLE_PHRASES[role]}): {row.organ}, Dice {m.dice:.3f}, HD95 {hd95}",
+    )
+    return CaseOverlay(role, row, png)
+
+
+def review_cases(
+    model: SegmentationModel, caches: list[Path], out_dir: Path, draw: bool = True
+) -> CaseReview:
+    """Segment every validation case of every cache; draw each site's worst and median case.
 
     Args:
-        model_path: the global model file.
-        profile: the job's profile name, for a model file that stores none.
-        caches: site caches (``manifest.json`` and, if present, ``split.json``).
-        out_dir: where ``overlay_<site>.png`` go.
-        limit: most cases drawn.
-
-    Returns:
-        The drawn cases, with the Dice of each prediction against its label at the case's resolution.
+        model: the global model with its profile.
+        caches: site caches (``manifest.json`` and ``split.json``).
+        out_dir: where ``case_<site>_<role>.png`` and ``cases.csv`` (the table) go.
+        draw: draw the overlays (the table is made either way).
     """
-    if limit <= 0 or not caches:
-        return []
-    model = load_segmentation_model(model_path, profile, "named by the job's client configuration")
+    start = time.perf_counter()
     predictor = load_predictor(model)
-    overlays = []
-    for cache in caches[:limit]:
-        sample = _sample_case(cache)
-        if sample is None:
-            continue
-        case_id, image_path, label_path = sample
-        image = nib.load(image_path)
-        label = np.asarray(nib.load(label_path).dataobj) > 0
-        predicted = predict_organ_nifti(predictor, image_path).mask
-        dice = case_dice(predicted, label)
-        png = save_orthogonal_views(
-            np.asarray(image.dataobj, dtype=np.float32),
-            image.affine,
-            [
-                Outline(label, "#00d000", "label (site's RTSTRUCT)"),
-                Outline(predicted, "#ff8000", "global model"),
-            ],
-            out_dir / f"overlay_{cache.name}.png",
-            title=f"{cache.name} {case_id}: Dice {dice:.3f}",
-        )
-        overlays.append(CaseOverlay(cache.name, case_id, png, dice, model.profile_source))
-        log.info("%s %s: Dice %.4f", cache.name, case_id, dice)
-    return overlays
+    review = CaseReview(profile=model.profile_source, pixdim=tuple(model.profile.pixdim))
+    for cache in caches:
+        site = evaluate_site(predictor, cache)
+        review.rows += site.rows
+        review.skipped += site.skipped
+        if draw:
+            review.overlays += [
+                draw_case(site, row, role, out_dir) for role, row in worst_and_median(site.rows)
+            ]
+    write_cases_csv(review.rows, out_dir / CASES_CSV)
+    review.seconds = time.perf_counter() - start
+    log.info("%d validation case(s) of %d site(s) in %.1f s", len(review.rows), len(caches), review.seconds)
+    return review

@@ -48,15 +48,35 @@ def plot_dice_per_round(
     return path
 
 
-def plot_cross_site(cross: CrossSiteDice, path: Path) -> Path:
-    """Heatmap of Dice: rows are the sites whose validation data score, columns the models scored."""
+def colour_range(values: np.ndarray) -> tuple[float, float]:
+    """The heatmap's colour scale: the data's own range, so differences of a few hundredths show.
+
+    A matrix of one value gets a scale of +-0.01 around it; NaN cells (not evaluated) are ignored.
+    """
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return 0.0, 1.0
+    low, high = float(finite.min()), float(finite.max())
+    return (low - 0.01, high + 0.01) if high - low < 1e-9 else (low, high)
+
+
+def plot_cross_site(cross: CrossSiteDice, path: Path) -> tuple[float, float]:
+    """Heatmap of Dice: rows are the sites whose validation data score, columns the models scored.
+
+    The colours span the data's range (:func:`colour_range`), not 0..1, and every cell prints its value.
+
+    Returns:
+        The colour scale's ``(low, high)``.
+    """
     sites, models = cross.sites, cross.models
     values = np.array([[cross.dice[s].get(m, np.nan) for m in models] for s in sites], dtype=float)
-    figure = Figure(figsize=(1.5 + 1.3 * len(models), 1.2 + 0.6 * len(sites)), dpi=100)
+    low, high = colour_range(values)
+    figure = Figure(figsize=(2.0 + 1.3 * len(models), 1.2 + 0.6 * len(sites)), dpi=100)
     ax = figure.subplots()
-    image = ax.imshow(values, cmap="viridis", vmin=0, vmax=1, aspect="auto")
+    image = ax.imshow(values, cmap="viridis", vmin=low, vmax=high, aspect="auto")
     for (row, col), value in np.ndenumerate(values):
         if not np.isnan(value):
+            bright = (value - low) / (high - low) > 0.6  # viridis turns yellow-green: dark text reads there
             ax.text(
                 col,
                 row,
@@ -64,11 +84,11 @@ def plot_cross_site(cross: CrossSiteDice, path: Path) -> Path:
                 ha="center",
                 va="center",
                 fontsize=9,
-                color="black" if value > 0.6 else "white",
+                color="black" if bright else "white",
             )
     ax.set_xticks(range(len(models)), [model_label(m) for m in models], rotation=30, ha="right", fontsize=8)
     ax.set_yticks(range(len(sites)), [f"{s} data" for s in sites], fontsize=8)
-    figure.colorbar(image, ax=ax, label="Dice")
+    figure.colorbar(image, ax=ax, label=f"Dice (scale {low:.3f} to {high:.3f})")
     figure.tight_layout()
     figure.savefig(path)
-    return path
+    return low, high
