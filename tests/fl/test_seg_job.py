@@ -35,7 +35,10 @@ def test_job_selects_on_val_dice_and_runs_cross_site_evaluation() -> None:
     text = json.dumps(server)
     assert '"key_metric": "val_dice"' in text
     assert "CrossSiteModelEval" in text
-    assert "dose3d_fl.seg.network.SeededUNet" in text  # the initial global model is seeded
+    # The server's persistor builds the seeded initial network (SeededUNet) from the profile and records each
+    # saved model's profile and provenance (dose3d_fl.fl.server.persistor).
+    assert '"path": "dose3d_fl.fl.server.persistor.SegModelPersistor"' in text
+    assert '"profile": "cpu-small"' in text
     (executor,) = client["executors"]
     assert executor["executor"]["args"]["task_script_path"] == "seg_client.py"
     assert (COMMITTED / "app" / "custom" / "seg_client.py").is_file()

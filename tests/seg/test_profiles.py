@@ -90,3 +90,33 @@ def test_cosine_schedule_decays_from_lr_to_the_floor():
     assert profile.learning_rate(1.0) == pytest.approx(1e-4)
     assert profile.learning_rate(2.0) == pytest.approx(1e-4)  # a resumed run past its planned end
     assert profile.replace(lr_schedule="constant").learning_rate(0.9) == 1e-3
+
+
+def test_a_profile_names_its_organs_and_the_network_has_a_class_per_organ() -> None:
+    spleen = get_profile()
+    assert spleen.organs == ("Spleen",) and spleen.out_channels == 2
+    three = spleen.replace(organs=("Spleen", "Liver", "Pancreas"))
+    assert three.out_channels == 4
+    assert build_network(three)(torch.zeros(1, 1, 48, 48, 48)).shape[1] == 4
+    assert spleen.incompatibilities(three) == ["organs", "out_channels"]
+    # Same organs, another order: other classes, so other weights.
+    assert "organs" in three.incompatibilities(three.replace(organs=("Liver", "Spleen", "Pancreas")))
+    with pytest.raises(ValueError, match="did you mean Spleen"):
+        spleen.replace(organs=("Splen",))
+    with pytest.raises(ValueError, match="more than once"):
+        spleen.replace(organs=("Liver", "Liver"))
+
+
+def test_a_checkpoint_without_organs_is_the_spleen_task_and_out_channels_must_fit() -> None:
+    """Checkpoints written before profiles named their organs hold ``out_channels`` 2 and no ``organs``."""
+    old = {key: value for key, value in get_profile().to_dict().items() if key != "organs"}
+    assert old["out_channels"] == 2
+    assert SegProfile.from_dict(old).organs == ("Spleen",)
+    three = get_profile().replace(organs=("Spleen", "Liver", "Pancreas")).to_dict()
+    assert three["out_channels"] == 4 and SegProfile.from_dict(three).organs == (
+        "Spleen",
+        "Liver",
+        "Pancreas",
+    )
+    with pytest.raises(ValueError, match="out_channels 3 but names no organs"):
+        SegProfile.from_dict({**old, "out_channels": 3})

@@ -48,13 +48,13 @@ def train_speed(
     """
     import torch
 
-    from dose3d_fl.data.cases import IMAGE, LABEL, load_site_cases
+    from dose3d_fl.data.cases import IMAGE, LABEL, LABELLED, load_site_cases
     from dose3d_fl.seg.profiles import get_profile
     from dose3d_fl.seg.trainer import SegTrainer
 
     profile = get_profile(profile_name)
     profile = dataclasses.replace(profile, amp=profile.amp and amp)
-    sites = load_site_cases(caches, seed=profile.seed)
+    sites = load_site_cases(caches, seed=profile.seed, organs=profile.organs)
     trainer = SegTrainer(
         [c for s in sites for c in s.train], [c for s in sites for c in s.val], profile, device=device
     )
@@ -79,12 +79,12 @@ def train_speed(
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     for batch in warm:
-        trainer.train_step(batch[IMAGE], batch[LABEL])
+        trainer.train_step(batch[IMAGE], batch[LABEL], labelled=batch[LABELLED])
     if cuda:
         torch.cuda.synchronize()
     start = time.perf_counter()
     for batch in timed:
-        trainer.train_step(batch[IMAGE], batch[LABEL])
+        trainer.train_step(batch[IMAGE], batch[LABEL], labelled=batch[LABELLED])
     if cuda:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start

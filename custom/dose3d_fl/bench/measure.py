@@ -58,7 +58,11 @@ def process_role(process: psutil.Process, root_pid: int) -> str | None:
         }.get(module, module)
     if "-c" in args[:-1]:  # multiprocessing's resource tracker and spawn helpers
         return "helper"
-    return Path(args[1]).name if len(args) > 1 else process.name()
+    if args and args[0].startswith("ray::"):  # a Ray worker names itself after its task (Flower's clients)
+        return "ray worker"
+    # The script or program after the interpreter's own options (``python -u script.py``).
+    script = next((a for a in args[1:] if not a.startswith("-")), None)
+    return Path(script).name if script else process.name()
 
 
 def run_measured(

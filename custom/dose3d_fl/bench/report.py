@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from dose3d_fl.bench.systems import format_systems
+
 
 def _num(value: Any, digits: int = 3) -> str:
     if value is None:
@@ -117,7 +119,8 @@ def format_report(results: dict[str, Any]) -> str:
             if count.isdigit()  # not the comparison run with NVFlare's default polling
         ),
     ):
-        lines.append(f"| {label} | {_num(value)} | {target} |")
+        lines.append(f"| {label} | {_num(value, 4)} | {target} |")  # 4 digits: 0.9998 is not 1.000
+    lines += format_systems(results)
     failed = results.get("failed_runs") or {}
     if failed:
         lines += ["", "## Failed runs (not in the tables above; their logs are in the work folder)", ""]

@@ -37,15 +37,18 @@ from dose3d_fl.bench.fl_figures import (
     wire_bytes,
     wire_dtypes,
 )
+from dose3d_fl.bench.heldout_eval import heldout_evaluator, heldout_scores
 from dose3d_fl.bench.measure import Measured, run_measured
+from dose3d_fl.bench.peers import load_final_model, peer_figures, peer_plan, run_peer, write_task_spec
 from dose3d_fl.bench.report import format_report
 from dose3d_fl.bench.site_models import SITE_MODELS, fedbn_site_models, save_site_models
-from dose3d_fl.data.cases import load_site_cases
+from dose3d_fl.bench.systems import peer_targets, systems_table
+from dose3d_fl.data.cases import SiteCases, load_site_cases
 from dose3d_fl.data.discovery import one_line
 from dose3d_fl.files import json_safe
 from dose3d_fl.fl import DEFAULT_LOCAL_EPOCHS, DEFAULT_ROUNDS
 from dose3d_fl.fl.seg_job import JOB_NAME
-from dose3d_fl.seg.profiles import DEFAULT_PROFILE, get_profile
+from dose3d_fl.seg.profiles import DEFAULT_PROFILE, SegProfile, get_profile
 from dose3d_fl.seg.training_run import METRICS_NAME, MODEL_NAME
 from dose3d_fl.synth.demo_sites import prepare_site_data
 
@@ -78,6 +81,12 @@ class BenchConfig:
             (``dose3d bench --nvflare-polling``; about 80 s more).
         patients: synthetic patients per site (one count for all sites, or one per site of the main
             comparison); ``None``: the ``make demo`` data (12 / 8 / 5, cycled).
+        peers: peer systems on the same sites, split, network, budget and machine (``bench.peers``:
+            ``nvflare`` = stock NVFlare 2.9 ``FedAvgRecipe``, ``flower`` = Flower's FedAvg in its simulation
+            engine); ``dose3d bench --peers nvflare,flower``.
+        local_only: train the local-only models.
+        heldout_patients: held-out patients per scanner on which every final model is also scored
+            (``bench.heldout_eval``; the systems table's Dice); 0: none.
     """
 
     name: str = "default"
@@ -94,6 +103,9 @@ class BenchConfig:
     target_dice: float = 0.90
     overhead_baseline_polling: bool = False
     patients: tuple[int, ...] | None = None
+    peers: tuple[str, ...] = ()
+    local_only: bool = True
+    heldout_patients: int = 0
 
     def __post_init__(self) -> None:
         if not self.variants:
@@ -134,6 +146,20 @@ QUICK = BenchConfig(
     patients=(4, 3, 3),
 )
 
+# The quick peer comparison (make test): central, this project's FedAvg and the peers, 2 rounds x 1 epoch on
+# the quick sites, one held-out patient per scanner; every system's fields are produced, its Dice mean nothing.
+PEERS_QUICK = BenchConfig(
+    name="peers_quick",
+    rounds=2,
+    local_epochs=1,
+    variants=(("fedavg", {}),),
+    overhead_sites=(),
+    patients=(4, 3, 3),
+    peers=("nvflare", "flower"),
+    local_only=False,
+    heldout_patients=1,
+)
+
 
 @dataclass
 class BenchRun:
@@ -144,6 +170,7 @@ class BenchRun:
     evaluation: dict[str, Any]
     measured: Measured
     figures: dict[str, Any] = field(default_factory=dict)
+    model: Any = None  # the final model: a file, a state dict (a peer's), or one per site (FedBN)
 
 
 def _python() -> str:
@@ -157,7 +184,7 @@ def _child_env(threads: int | None = None) -> dict[str, str]:
     return env
 
 
-def _train_command(caches: list[Path], out: Path, config: BenchConfig) -> list[str]:
+def _train_command(caches: list[Path], out: Path, config: BenchConfig, threads: int = 1) -> list[str]:
     return [
         _python(),
         "-m",
@@ -170,7 +197,7 @@ def _train_command(caches: list[Path], out: Path, config: BenchConfig) -> list[s
         "--profile",
         config.profile,
         "--threads",
-        "1",
+        str(threads),
         "--seed",
         str(config.seed),
         "--out",
@@ -179,19 +206,21 @@ def _train_command(caches: list[Path], out: Path, config: BenchConfig) -> list[s
 
 
 def run_baselines(caches: list[Path], work: Path, config: BenchConfig) -> dict[str, Measured]:
-    """Central (pooled) and one local-only model per site, two processes at a time (one thread each)."""
-    jobs = {"central": caches, **{f"local-{cache.name}": [cache] for cache in caches}}
+    """Central (pooled) alone with every core, as each federated run has them (equal CPU for the time
+    comparisons); then one local-only model per site, two processes at a time (one thread each)."""
+    cores = os.cpu_count() or 1
 
-    def one(item: tuple[str, list[Path]]) -> tuple[str, Measured]:
-        name, run_caches = item
+    def one(name: str, run_caches: list[Path], threads: int) -> tuple[str, Measured]:
         out = work / name
         logger.info("bench: %s (%d epochs on %d site cache(s))", name, config.epochs, len(run_caches))
-        return name, run_measured(
-            _train_command(run_caches, out, config), work / f"{name}.log", env=_child_env(threads=1)
-        )
+        command = _train_command(run_caches, out, config, threads)
+        return name, run_measured(command, work / f"{name}.log", env=_child_env(threads=threads))
 
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        return dict(pool.map(one, jobs.items()))
+    measured = dict([one("central", caches, cores)])
+    if config.local_only:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            measured |= dict(pool.map(lambda c: one(f"local-{c.name}", [c], 1), caches))
+    return measured
 
 
 def run_federated(
@@ -264,7 +293,7 @@ def run_benchmark(config: BenchConfig, out_dir: Path, work_dir: Path) -> dict[st
     work_dir.mkdir(parents=True, exist_ok=True)
     profile = get_profile(config.profile)
     data, caches = _site_data(work_dir, config.sites, config.seed, config.patients)
-    sites = load_site_cases(caches, seed=profile.seed)
+    sites = load_site_cases(caches, seed=profile.seed, organs=profile.organs)
     evaluator = Evaluator(sites, profile, num_threads=os.cpu_count())
     runs: dict[str, BenchRun] = {}
 
@@ -285,6 +314,7 @@ def run_benchmark(config: BenchConfig, out_dir: Path, work_dir: Path) -> dict[st
                 "train_seconds": metrics["train_seconds"],
                 "seconds_to_target": round(launched + reached["wall_seconds"], 1) if reached else None,
             },
+            final_model_file(work_dir, name, "baseline"),
         )
 
     # A federated run that fails costs only itself: the others still run and the results name the failure.
@@ -299,6 +329,8 @@ def run_benchmark(config: BenchConfig, out_dir: Path, work_dir: Path) -> dict[st
             runs[name] = _federated_run(name, measured, run_root, evaluator, config, fedbn)
         except (RuntimeError, OSError, ValueError, KeyError) as err:
             failed[name] = _failure(name, err)
+
+    skipped = run_peer_systems(config, sites, profile, evaluator, work_dir, runs, failed)
 
     overhead_runs: dict[str, dict[str, Any]] = {}
     job = {"num_rounds": config.overhead_rounds, "local_epochs": config.overhead_local_epochs}
@@ -327,8 +359,20 @@ def run_benchmark(config: BenchConfig, out_dir: Path, work_dir: Path) -> dict[st
             "peak_rss_mib": measured.peak_rss_mib,
         }
 
+    heldout = (
+        heldout_scores(
+            heldout_evaluator(work_dir, profile, config.heldout_patients, sites=config.sites),
+            {name: run.model for name, run in runs.items()},
+        )
+        if config.heldout_patients
+        else {}
+    )
     results = summarise(config, runs, overhead_runs, time.perf_counter() - started)
     results["failed_runs"] = failed
+    results["heldout"] = heldout
+    results["systems"] = systems_table(results, heldout)
+    results["skipped_peers"] = skipped
+    results["peer_targets"] = peer_targets(results["systems"]) if config.peers else {}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{config.name}.json").write_text(json.dumps(json_safe(results), indent=2) + "\n")
     (out_dir / f"{config.name}.md").write_text(format_report(results))
@@ -361,6 +405,7 @@ def _federated_run(
         evaluation = evaluator.evaluate_site_weights(models)
     else:
         evaluation = evaluator.evaluate(global_file)
+    model: Any = models if fedbn else global_file
     rounds = round_figures(server_job)
     return BenchRun(
         name,
@@ -378,7 +423,51 @@ def _federated_run(
             "round_union_dice": [r["received_model_union_dice"] for r in rounds[1:]]
             + [evaluation["union_val_dice"]],
         },
+        model,
     )
+
+
+def run_peer_systems(
+    config: BenchConfig,
+    sites: list[SiteCases],
+    profile: SegProfile,
+    evaluator: Evaluator,
+    work: Path,
+    runs: dict[str, BenchRun],
+    failed: dict[str, str],
+) -> dict[str, str]:
+    """Run each of ``config.peers`` on the bench's sites (``bench.peers``) into ``runs`` as ``peer-<name>``;
+    returns the peers skipped, with the reason (a failed peer goes to ``failed``, as a federated run)."""
+    skipped: dict[str, str] = {}
+    if not config.peers:
+        return skipped
+    spec = write_task_spec(work / "peers", sites, profile, config.rounds, config.local_epochs, config.seed)
+    for peer in config.peers:
+        name, out = f"peer-{peer}", work / f"peer-{peer}"
+        plan = peer_plan(peer, spec, out)
+        if plan.command is None:
+            print(plan.skipped)
+            logger.warning("bench: %s", plan.skipped)
+            skipped[name] = str(plan.skipped)
+            continue
+        logger.info("bench: %s (%s)", name, " ".join(plan.command))
+        try:
+            measured = run_peer(plan, out, work / f"{name}.log")
+            weights = load_final_model(out)
+            evaluation = evaluator.evaluate_weights(weights)
+            figures = peer_figures(out, measured, evaluation["union_val_dice"], config.target_dice)
+        except (RuntimeError, OSError, ValueError, KeyError) as err:
+            failed[name] = _failure(name, err)
+            continue
+        runs[name] = BenchRun(
+            name,
+            "peer",
+            evaluation,
+            measured,
+            {"peer": figures, "seconds_to_target": figures["seconds_to_target"]},
+            weights,
+        )
+    return skipped
 
 
 def summarise(

@@ -1,4 +1,5 @@
-"""Helpers shared by the ``dose3d`` command groups (no commands): the one-line error exit and ``--patients``."""
+"""Helpers shared by the ``dose3d`` command groups (no commands): the one-line error exit, ``--patients`` and
+``--organs``."""
 
 from __future__ import annotations
 
@@ -23,3 +24,17 @@ def patient_counts(text: str) -> list[int]:
     if not counts or min(counts) < 1:
         raise argparse.ArgumentTypeError(f"--patients needs at least one patient per site, got {text!r}")
     return counts
+
+
+def organ_list(text: str) -> list[str]:
+    """The argparse type of ``--organs``: comma-separated TG-263 names, e.g. ``Spleen,Liver,Kidney_L``.
+
+    Unknown names are refused with the closest TG-263 name (``dose3d_fl.data.tg263.check_organs``).
+    """
+    from dose3d_fl.data.tg263 import check_organs
+
+    organs = [part.strip() for part in text.split(",") if part.strip()]
+    try:
+        return list(check_organs(organs))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"--organs: {err}") from None

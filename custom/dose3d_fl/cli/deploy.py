@@ -134,7 +134,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     submit.add_argument(
         "--wait", action="store_true", help="wait, download the result, exit 0 only if completed"
     )
-    submit.add_argument("--timeout", type=float, default=0.0, help="seconds to wait (default 0: no limit)")
+    submit.add_argument(
+        "--timeout",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="with --wait: give up after SECONDS and say why the job has not finished, e.g. the sites it "
+        "still needs (default 0: no limit)",
+    )
     submit.add_argument(
         "--admin", default="admin@dose3d.org", help="submit as this POC admin (default: the project admin)"
     )

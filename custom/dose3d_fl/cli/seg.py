@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dose3d_fl.cli.common import fail
+from dose3d_fl.cli.common import fail, organ_list
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -17,6 +17,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     try:
         profile = get_profile(args.profile).replace(seed=args.seed)
+        if args.organs:
+            profile = profile.replace(organs=tuple(args.organs))
         metrics = train_on_caches(
             args.cache,
             args.out,
@@ -39,6 +41,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return fail(str(err))
     for site, dice in metrics["site_val_dice"].items():
         print(f"{site}: val Dice {dice:.4f} ({metrics['val_cases'][site]} case(s))")
+    if len(metrics["organs"]) > 1:
+        for organ, values in metrics["organs"].items():
+            print(
+                f"{organ}: Dice {values['dice']:.4f}, HD95 {values['hd95']:.1f} mm, surface Dice "
+                f"{values['surface_dice']:.4f} at {metrics['tolerance_mm']:g} mm ({values['cases']} case(s))"
+            )
     if "hu_threshold_baseline" in metrics:
         base = metrics["hu_threshold_baseline"]
         print(
@@ -61,6 +69,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     train.add_argument(
         "--cache", type=Path, nargs="+", required=True, help="site cache folder(s) written by `dose3d ingest`"
+    )
+    train.add_argument(
+        "--organs",
+        type=organ_list,
+        default=None,
+        help="the task's organs, TG-263 names, e.g. Spleen,Liver,Kidney_L (default: the profile's, Spleen)",
     )
     train.add_argument("--epochs", type=int, default=40, help="passes over the training cases (default 40)")
     train.add_argument(

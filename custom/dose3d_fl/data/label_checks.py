@@ -81,25 +81,28 @@ def check_contours(
 def flag_volume_outliers(
     cases: Sequence[CaseEntry], min_cases: int = MIN_CASES_FOR_VOLUME_CHECK, limit: float = VOLUME_Z_LIMIT
 ) -> None:
-    """Re-flag, in place, the cases whose ROI volume is far outside the site's range for that ROI.
+    """Re-flag, in place, the cases whose organ volume is far outside the site's range for that organ.
 
-    Earlier volume flags are replaced (the site's range changes as cases come and go). ROIs with fewer than
-    ``min_cases`` cases are not judged.
+    Earlier volume flags are replaced (the site's range changes as cases come and go). Each organ is judged
+    on its own (``organ_volumes_ml``; a case written before organ lists by its one ROI's name); organs with
+    fewer than ``min_cases`` cases are not judged.
 
     Args:
         cases: the site's converted cases.
-        min_cases: fewest cases of one ROI for the check to run.
+        min_cases: fewest cases of one organ for the check to run.
         limit: modified z-score beyond which a volume is flagged.
     """
-    by_roi: dict[str, list[CaseEntry]] = {}
+    by_organ: dict[str, list[tuple[CaseEntry, str, float]]] = {}
     for case in cases:
         case.flags = [flag for flag in case.flags if flag.check != VOLUME_OUTLIER]
-        if case.roi_volume_ml > 0:
-            by_roi.setdefault(case.roi.strip().casefold(), []).append(case)
-    for group in by_roi.values():
+        volumes = case.organ_volumes_ml or {case.roi.strip().casefold(): case.roi_volume_ml}
+        for organ, volume in volumes.items():
+            if volume > 0:
+                by_organ.setdefault(organ, []).append((case, case.rois.get(organ, case.roi), volume))
+    for group in by_organ.values():
         if len(group) < min_cases:
             continue
-        logs = np.log([case.roi_volume_ml for case in group])
+        logs = np.log([volume for _, _, volume in group])
         median = float(np.median(logs))
         deviations = np.abs(logs - median)
         # 1.4826 MAD estimates the standard deviation; when over half the volumes are equal, the mean
@@ -107,13 +110,13 @@ def flag_volume_outliers(
         scale = 1.4826 * float(np.median(deviations)) or 1.2533 * float(deviations.mean())
         if scale == 0:
             continue
-        for case, value in zip(group, logs, strict=True):
+        for (case, roi, volume), value in zip(group, logs, strict=True):
             z = (value - median) / scale
             if abs(z) > limit:
                 case.flags.append(
                     LabelFlag(
                         VOLUME_OUTLIER,
-                        f"ROI {case.roi!r}: volume {case.roi_volume_ml:.1f} mL is far outside this site's range "
+                        f"ROI {roi!r}: volume {volume:.1f} mL is far outside this site's range "
                         f"(median {math.exp(median):.1f} mL over {len(group)} cases, robust z {z:+.1f} of log "
                         f"volume, limit {limit:g}); check that the structure is this organ",
                     )

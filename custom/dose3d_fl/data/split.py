@@ -11,8 +11,10 @@ import hashlib
 import json
 import logging
 import random
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from dose3d_fl.data.manifest import Manifest
 from dose3d_fl.files import write_json_atomic
@@ -110,11 +112,33 @@ def load_or_create_split(
     return updated
 
 
-def split_cases(cache_dir: str | Path, split: SiteSplit) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
-    """Trainer case dicts (``id``, absolute ``image`` and ``label`` paths) for a split's train and val ids."""
+def split_cases(
+    cache_dir: str | Path, split: SiteSplit, organs: Sequence[str] | None = None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Trainer case dicts (``id``, absolute ``image`` and ``label`` paths) for a split's train and val ids.
+
+    Args:
+        cache_dir: the site cache.
+        split: its split.
+        organs: the task's organs: each case then carries the task's ``labelled`` row (and ``organ_values``
+            where the cache's organ order differs), and a case delineating none of them is left out
+            (``dose3d_fl.data.cases``); None: the cases as the cache has them.
+    """
+    from dose3d_fl.data.cases import task_case, task_labels  # cases.py imports this module
+
     cache_dir = Path(cache_dir).resolve()
-    by_id = {
-        case.id: {"id": case.id, "image": str(cache_dir / case.image), "label": str(cache_dir / case.label)}
-        for case in Manifest.load(cache_dir).cases
-    }
-    return [by_id[case] for case in split.train], [by_id[case] for case in split.val]
+    manifest = Manifest.load(cache_dir)
+    labels = task_labels(manifest.organs, organs) if organs is not None else None
+    by_id: dict[str, dict[str, Any] | None] = {}
+    for case in manifest.cases:
+        entry: dict[str, Any] | None = {
+            "id": case.id,
+            "image": str(cache_dir / case.image),
+            "label": str(cache_dir / case.label),
+        }
+        if labels is not None:
+            entry = task_case(entry, labels, case.labelled)
+        by_id[case.id] = entry
+    train = [by_id[case] for case in split.train if by_id[case] is not None]
+    val = [by_id[case] for case in split.val if by_id[case] is not None]
+    return train, val

@@ -29,6 +29,8 @@ class SiteDataSummary:
         ignored: DICOM objects without an image volume, by modality.
         duplicate_files: files repeating an instance of another file.
         read_without_preamble: DICOM files without the preamble, read all the same.
+        organs: organ -> (cases that delineate it, their mean volume in mL), in the cache's label order.
+        unmapped_rois: local ROI names that nothing maps to a TG-263 name.
     """
 
     name: str
@@ -44,6 +46,8 @@ class SiteDataSummary:
     ignored: dict[str, int] = field(default_factory=dict)
     duplicate_files: int = 0
     read_without_preamble: int = 0
+    organs: dict[str, tuple[int, float]] = field(default_factory=dict)
+    unmapped_rois: tuple[str, ...] = ()
 
     @classmethod
     def from_manifest(cls, name: str, manifest: Manifest) -> SiteDataSummary:
@@ -52,6 +56,11 @@ class SiteDataSummary:
         volumes = np.array([case.roi_volume_ml for case in manifest.cases], dtype=float)
         in_plane = spacing[:, :2].ravel()
         flags = Counter(flag.check for case in manifest.cases for flag in case.flags)
+        organs: dict[str, tuple[int, float]] = {}
+        for organ in manifest.organs:
+            cases = [case for case in manifest.cases if organ in manifest.case_organs(case)]
+            sizes = [case.organ_volumes_ml.get(organ, case.roi_volume_ml) for case in cases]
+            organs[organ] = (len(cases), float(np.mean(sizes)) if sizes else float("nan"))
         return cls(
             name=name,
             accepted=len(manifest.cases),
@@ -70,6 +79,8 @@ class SiteDataSummary:
             ignored=dict(manifest.ignored_dicom_objects),
             duplicate_files=manifest.duplicate_files,
             read_without_preamble=manifest.read_without_preamble,
+            organs=organs,
+            unmapped_rois=tuple(name.roi for name in manifest.unmapped_rois),
         )
 
     def notes(self) -> str:
@@ -85,6 +96,10 @@ class SiteDataSummary:
         if self.flags:
             parts.append(
                 "label flags: " + ", ".join(f"{check} {count}" for check, count in self.flags.items())
+            )
+        if self.unmapped_rois:
+            parts.append(
+                f"unmapped ROI names (unlabelled, see the manifest): {', '.join(self.unmapped_rois)}"
             )
         return "; ".join(parts)
 
@@ -111,9 +126,35 @@ def format_summary_table(summaries: list[SiteDataSummary]) -> str:
     lines = [header, "-" * len(header)]
     for s in summaries:
         mean, low, high = s.roi_ml
+        volume = (
+            f"{s.roi} {mean:.1f} ({low:.1f}-{high:.1f})"
+            if len(s.organs) <= 1
+            else f"{len(s.organs)} organs: below"
+        )
         lines.append(
             f"{s.name:<12} {s.accepted:>8} {s.rejected:>8} {s.flagged:>7} {s.skipped_non_dicom:>9} "
-            f"{_span(*s.in_plane_mm):>12} {_span(*s.slice_mm):>10}  {s.roi} {mean:.1f} ({low:.1f}-{high:.1f})"
+            f"{_span(*s.in_plane_mm):>12} {_span(*s.slice_mm):>10}  {volume}"
         )
     lines.extend(f"{s.name}: {s.notes()}" for s in summaries if s.notes())
+    lines.extend(format_organ_table(summaries))
     return "\n".join(lines)
+
+
+def format_organ_table(summaries: list[SiteDataSummary]) -> list[str]:
+    """For multi-organ caches: per organ and site, the cases that delineate it and its mean volume.
+
+    An organ a case does not delineate is unlabelled for it (not background); empty when every cache holds
+    one organ.
+    """
+    if all(len(s.organs) <= 1 for s in summaries):
+        return []
+    organs = list(dict.fromkeys(organ for s in summaries for organ in s.organs))
+    header = f"{'organ':<12}" + "".join(f" {s.name + ' cases, mL':>22}" for s in summaries)
+    lines = ["", "organs delineated (cases of the site) and their mean volume", header, "-" * len(header)]
+    for organ in organs:
+        cells = []
+        for s in summaries:
+            count, mean = s.organs.get(organ, (0, float("nan")))
+            cells.append(f" {f'{count}/{s.accepted}, {mean:.0f}' if count else f'0/{s.accepted}':>22}")
+        lines.append(f"{organ:<12}" + "".join(cells))
+    return lines

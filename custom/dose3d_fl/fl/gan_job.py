@@ -1,4 +1,4 @@
-"""The ``gan_fedavg`` job: federated training of the paired 3D GAN, built with NVFlare's Recipe API.
+"""The ``gan_fedavg`` job: federated training of the label-conditioned 3D GAN, built with NVFlare's Recipe API.
 
 The server runs the segmentation job's controller (``SegFedAvgRecipe`` / ``dose3d_fl.fl.server.controller.SegFedAvg``,
 so every server-side check added there applies to the GAN too), keeps the global and the best global model
@@ -9,10 +9,10 @@ Two aggregation modes (job argument ``aggregation``):
 
 * ``both``: the server's model is ``GanPair`` (``generator.*`` and ``discriminator.*``); FedAvg of both.
 * ``generator-only``: the server's model is ``SeededGenerator`` (``generator.*`` only). Each site keeps its
-  critic, and the critic's optimiser, in its own process; it receives and sends only generator tensors.
-  The server's model is the generator alone, not the pair with the critic excluded, because NVFlare 2.9's
-  ``FLModelUtils.update_model`` replaces the global parameters with the aggregate of what the sites sent:
-  a pair model fed generator-only updates would lose its critic after the first round.
+  discriminator, and its optimiser, in its own process; it receives and sends only generator tensors.
+  The server's model is the generator alone, not the pair with the discriminator excluded, because NVFlare
+  2.9's ``FLModelUtils.update_model`` replaces the global parameters with the aggregate of what the sites
+  sent: a pair model fed generator-only updates would lose its discriminator after the first round.
 
 Export the committed job folder with ``dose3d fl export --job gan``.
 """
@@ -41,14 +41,16 @@ KEY_METRIC = "gan_mmd"
 # count): the job declares them, each site's weights-only guard refuses any other (dose3d_fl.fl.policy.metrics).
 SITE_METRICS = (
     "gan_dropped_memorized",
+    "gan_best_ncc",
     "gan_label_ok",
     "gan_mmd",
     "gan_msssim",
     "gan_diversity",
     "gan_msssim_real",
+    "gan_tissue_hu_error",
     "gan_loss_g",
     "gan_loss_d",
-    "gan_wasserstein",
+    "gan_loss_l1",
     "train_cases",
 )
 AGGREGATIONS = ("both", "generator-only")
@@ -71,6 +73,9 @@ class GanJobConfig:
         profile: GAN profile name (``dose3d_fl.gan.profiles``).
         aggregation: ``"both"`` or ``"generator-only"`` (the module docstring says what each sends).
         tensorboard: stream site metrics to the server's TensorBoard event files.
+        min_responses: results a round needs (capped at ``min_clients``): a round closes without a lost site
+            (``dose3d_fl.fl.server.controller.SegFedAvg``, as in the segmentation job).
+        round_timeout: seconds a round waits for the sites (0: no limit); late results are discarded.
     """
 
     num_rounds: int = DEFAULT_GAN_ROUNDS
@@ -79,10 +84,16 @@ class GanJobConfig:
     profile: str = DEFAULT_GAN_PROFILE
     aggregation: str = "generator-only"
     tensorboard: bool = True
+    min_responses: int = 2
+    round_timeout: int = 7200
 
     def __post_init__(self) -> None:
         if self.aggregation not in AGGREGATIONS:
             raise ValueError(f"aggregation {self.aggregation!r} is not one of {', '.join(AGGREGATIONS)}")
+        if self.min_responses < 1 or self.round_timeout < 0:
+            raise ValueError(
+                f"min_responses must be >= 1 and round_timeout >= 0 s, got {self.min_responses} / {self.round_timeout}"
+            )
 
 
 def build_gan_recipe(config: GanJobConfig | None = None) -> SegFedAvgRecipe:
@@ -102,6 +113,8 @@ def build_gan_recipe(config: GanJobConfig | None = None) -> SegFedAvgRecipe:
             ),
             key_metric=KEY_METRIC,
             key_metric_mode="min",
+            min_responses=min(config.min_responses, config.min_clients),
+            round_timeout=config.round_timeout,
         )
         # The segmentation job's timeouts (server/README.md): 3D models over hospital networks.
         add_transfer_timeouts(recipe)

@@ -1,5 +1,10 @@
 """``dose3d fl simulate --job gan``: the gan_fedavg job in NVFlare's simulator, run the way the segmentation
 job runs (same synthetic data, same site configurations), with a summary of the GAN's quality metrics.
+
+For ``dose3d report WS`` it also writes ``WS/gan/metrics.json`` (the final global model's metrics, mean over
+the sites) and ``WS/gan/samples.png`` (the first site's training crops | the final generator's images for the
+same label maps): in the simulator every site's data is on this machine; at a real site the same picture is
+drawn by ``dose3d_fl.gan.sampling.comparison_grid_for_model`` on the site's own cache.
 """
 
 from __future__ import annotations
@@ -18,16 +23,22 @@ from dose3d_fl.fl.gan_job import JOB_NAME, GanJobConfig, build_gan_recipe
 from dose3d_fl.fl.log_config import write_log_config
 from dose3d_fl.fl.seg_job import execute_seg_recipe
 from dose3d_fl.fl.simulate import add_site_policy, simulated_sites_environment, write_site_configs
+from dose3d_fl.gan.sampling import comparison_grid_for_model
 from dose3d_fl.synth.demo_sites import prepare_site_data
 
 logger = logging.getLogger(__name__)
+
+REPORT_DIR = "gan"
+GLOBAL_MODEL = "FL_global_model.pt"
 
 QUALITY_KEYS = (
     "gan_mmd",
     "gan_msssim",
     "gan_diversity",
     "gan_msssim_real",
+    "gan_tissue_hu_error",
     "gan_label_ok",
+    "gan_best_ncc",
     "gan_dropped_memorized",
 )
 
@@ -74,10 +85,22 @@ def simulate_gan(config: GanSimulationConfig, recipe_hook: Callable[[Recipe], No
         recipe_hook(recipe)
     with simulated_sites_environment(site_configs):
         execute_seg_recipe(recipe, env)
-    summary = summarise_gan_simulation(workspace / "sim" / JOB_NAME / "server" / "simulate_job")
+    server_job = workspace / "sim" / JOB_NAME / "server" / "simulate_job"
+    summary = summarise_gan_simulation(server_job)
     summary["aggregation"] = job.aggregation
     (workspace / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_report_files(
+        workspace / REPORT_DIR, summary, server_job / "app_server" / GLOBAL_MODEL, caches[0], job
+    )
     return summary
+
+
+def write_report_files(out_dir: Path, summary: dict, model: Path, cache: Path, job: GanJobConfig) -> None:
+    """``metrics.json`` and ``samples.png`` for the run report (``dose3d_fl.report.extras``)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    finite = {name: value for name, value in summary["final"].items() if not math.isnan(value)}
+    (out_dir / "metrics.json").write_text(json.dumps(finite, indent=2) + "\n")
+    comparison_grid_for_model(model, [cache], out_dir / "samples.png", profile=job.profile)
 
 
 def _mean(values: list[float]) -> float:
@@ -116,7 +139,16 @@ def summarise_gan_simulation(server_job_dir: Path) -> dict:
 
 def format_gan_summary(summary: dict) -> str:
     """Plain-text tables: metrics of the received global model per round, the final model per site."""
-    names = ("mmd", "msssim", "diversity", "msssim_real", "label_ok", "dropped_memorized")
+    names = (
+        "mmd",
+        "msssim",
+        "diversity",
+        "msssim_real",
+        "tissue_hu_error",
+        "label_ok",
+        "best_ncc",
+        "dropped_memorized",
+    )
     header = "".join(f"{name:>18}" for name in names)
     lines = [f"round{header}   (site means, global model received at the round's start)"]
     for index, values in enumerate(summary["rounds"], start=1):

@@ -15,22 +15,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nvflare.app_opt.pt.file_model_locator import PTFileModelLocator
 from nvflare.app_opt.pt.recipes.fedavg import FedAvgRecipe
 from nvflare.client.config import TransferType
 from nvflare.recipe import Run, add_cross_site_evaluation, add_experiment_tracking
 from nvflare.recipe.spec import ExecEnv
 
+from dose3d_fl.data.tg263 import check_organs
 from dose3d_fl.fl import DEFAULT_LOCAL_EPOCHS, DEFAULT_ROUNDS, LOCAL_LR_SCALE
 from dose3d_fl.fl.export import export_recipe, in_script_folder
-from dose3d_fl.fl.policy.metrics import declare_metrics
-from dose3d_fl.fl.policy.privacy import JOB_TASKS
-from dose3d_fl.fl.policy.quantization import QUANTIZATIONS, Float16Dequantizer, Float16Quantizer
+from dose3d_fl.fl.policy.metrics import SEG_ORGAN_METRICS, declare_metrics, organ_metric_names
+from dose3d_fl.fl.policy.quantization import QUANTIZATIONS, quantization_filters
 from dose3d_fl.fl.server.aggregators import DEFAULT_TRIM_FRACTION, RobustAggregator
 from dose3d_fl.fl.server.controller import SegFedAvg
+from dose3d_fl.fl.server.persistor import SegModelPersistor
 from dose3d_fl.fl.server.update_checks import DEFAULT_MAX_NORM_RATIO
 from dose3d_fl.fl.site.polling import RESULT_POLL_INTERVAL
 from dose3d_fl.seg.network import network_args
-from dose3d_fl.seg.profiles import DEFAULT_PROFILE, get_profile
+from dose3d_fl.seg.profiles import DEFAULT_PROFILE, SegProfile, get_profile
 
 JOB_NAME = "seg_fedavg"
 CLIENT_SCRIPT = Path(__file__).parent / "site" / "seg_client.py"
@@ -46,6 +48,15 @@ SITE_METRICS = (
     "cache_seconds",
     "data_seconds",
 )
+# Per organ of the job's task, the site also sends these (``val_dice_Spleen``, ...; ``site_metrics``).
+ORGAN_METRICS = SEG_ORGAN_METRICS
+
+
+def site_metrics(organs: tuple[str, ...]) -> tuple[str, ...]:
+    """Every metric name a site of a job with these organs sends: ``SITE_METRICS`` and the per-organ ones."""
+    return (*SITE_METRICS, *organ_metric_names(ORGAN_METRICS, organs))
+
+
 TRANSFERS = ("full", "diff")
 AGGREGATIONS = ("fedavg", "median", "trimmed_mean")
 # The command line spells it with a hyphen (``--aggregation trimmed-mean``); both spellings are accepted.
@@ -89,8 +100,9 @@ class SegJobConfig:
             add NVFlare's ``PTFedProxLoss`` towards it to their loss; 0 is plain FedAvg.
         transfer: ``"full"`` (sites send their weights) or ``"diff"`` (the difference from the global model
             they received; NVFlare's ``TransferType.DIFF``).
-        quantization: ``""`` (float32) or ``"float16"``: models travel as float16, both ways, and are
-            restored on arrival (``dose3d_fl.fl.policy.quantization``).
+        quantization: ``""`` (float32), ``"float16"`` (models travel as float16, both ways) or ``"int8"``
+            (training messages as int8, the sites' updates with error feedback); restored on arrival
+            (``dose3d_fl.fl.policy.quantization``).
         task_request_interval: seconds a site waits between asking the server for work (``add_task_polling``).
         task_check_period: seconds between the server workflow's checks of a round's results (NVFlare: 0.5 s in
             FedAvg, 0.2 s in the server's task monitor; ``ResilientFedAvg`` gives both this period).
@@ -105,6 +117,9 @@ class SegJobConfig:
             training for the same progress (docs/performance.md).
         fedbn: FedBN: each site keeps its own BatchNorm layers and loads the rest of the global model
             (``dose3d_fl.fl.site.fedbn``); the server is unchanged. Needs a profile with batch normalisation.
+        organs: the task's organs, TG-263 names in label order; they replace the profile's (default the
+            profile's: the spleen). The network gets one class per organ; every site reads its cache in this
+            order, an organ a case does not delineate unlabelled (``dose3d_fl.data.cases``).
     """
 
     num_rounds: int = DEFAULT_ROUNDS
@@ -129,8 +144,16 @@ class SegJobConfig:
     keep_optimizer_state: bool = False
     local_lr_scale: float = LOCAL_LR_SCALE
     fedbn: bool = False
+    organs: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
+        if self.organs is not None:
+            object.__setattr__(self, "organs", check_organs(tuple(self.organs)))
+        for name in ("num_rounds", "local_epochs", "min_clients", "min_responses"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.round_timeout < 0:
+            raise ValueError(f"round_timeout must be >= 0 s (0: no limit), got {self.round_timeout}")
         aggregation = AGGREGATION_ALIASES.get(self.aggregation, self.aggregation)
         if aggregation not in AGGREGATIONS:
             raise ValueError(f"aggregation {self.aggregation!r} is not one of fedavg, median, trimmed-mean")
@@ -155,6 +178,12 @@ class SegJobConfig:
                 f"fedbn keeps the sites' BatchNorm layers, but profile {self.profile!r} uses {norm} "
                 "normalisation; choose a profile with batch normalisation"
             )
+
+    @property
+    def seg_profile(self) -> SegProfile:
+        """The job's profile with the job's organs (the network and every site's task)."""
+        profile = get_profile(self.profile)
+        return profile.replace(organs=self.organs) if self.organs else profile
 
 
 class SegFedAvgRecipe(FedAvgRecipe):
@@ -229,7 +258,7 @@ class SegFedAvgRecipe(FedAvgRecipe):
 def build_seg_recipe(config: SegJobConfig | None = None) -> FedAvgRecipe:
     """Build the FedAvg recipe of the segmentation job."""
     config = config or SegJobConfig()
-    profile = get_profile(config.profile)
+    profile = config.seg_profile
     with in_script_folder(CLIENT_SCRIPT.parent):  # the job names its script relatively (fl/export.py)
         recipe = SegFedAvgRecipe(
             name=JOB_NAME,
@@ -242,7 +271,8 @@ def build_seg_recipe(config: SegJobConfig | None = None) -> FedAvgRecipe:
             train_script=CLIENT_SCRIPT.name,
             train_args=(
                 f"--local-epochs {config.local_epochs} --profile {profile.name} "
-                f"--result-poll {config.result_poll_interval:g} --lr-scale {config.local_lr_scale:g}"
+                f"--result-poll {config.result_poll_interval:g} --lr-scale {config.local_lr_scale:g} "
+                f"--organs {','.join(profile.organs)}"
                 + (" --keep-optimizer-state" if config.keep_optimizer_state else "")
                 + (" --fedbn" if config.fedbn else "")
             ),
@@ -258,10 +288,13 @@ def build_seg_recipe(config: SegJobConfig | None = None) -> FedAvgRecipe:
             fedprox_mu=config.fedprox_mu,
             task_check_period=config.task_check_period,
             params_transfer_type=TransferType.DIFF if config.transfer == "diff" else TransferType.FULL,
+            # The global model files carry the profile and their provenance (fl/server/persistor.py).
+            model_persistor=SegModelPersistor(profile.name, organs=profile.organs),
+            model_locator=PTFileModelLocator(pt_persistor_id="persistor"),
         )
         add_transfer_timeouts(recipe, config.dead_client_grace_period)
         add_task_polling(recipe, config.task_request_interval)
-        declare_metrics(recipe, SITE_METRICS)
+        declare_metrics(recipe, site_metrics(profile.organs))
         # Cross-site evaluation of several 3D models at a slow site may take hours.
         if config.cross_site_evaluation:
             add_cross_site_evaluation(recipe, submit_model_timeout=1800, validation_timeout=14400)
@@ -273,19 +306,18 @@ def build_seg_recipe(config: SegJobConfig | None = None) -> FedAvgRecipe:
 
 
 def add_quantization(recipe: FedAvgRecipe, quantization: str) -> None:
-    """Models travel as float16 both ways and are restored on arrival (``dose3d_fl.fl.policy.quantization``).
+    """Models travel as float16 or int8 both ways and are restored on arrival (``dose3d_fl.fl.policy.quantization``).
 
     Call it after any other result filter of the sites (the simulator's site policy): a site's weights-only
     guard and payload audit then see the float32 model, as they do in a POC, where a site's own filters run
     before the job's.
     """
-    if quantization not in QUANTIZATIONS:
-        raise ValueError(f"quantization {quantization!r} is not one of {', '.join(QUANTIZATIONS)}")
-    tasks = list(JOB_TASKS)
-    recipe.add_server_output_filter(Float16Quantizer(), tasks=tasks)
-    recipe.add_client_input_filter(Float16Dequantizer(), tasks=tasks)
-    recipe.add_client_output_filter(Float16Quantizer(), tasks=tasks)
-    recipe.add_server_input_filter(Float16Dequantizer(), tasks=tasks)
+    filters = quantization_filters(quantization)
+    tasks = filters["tasks"]
+    recipe.add_server_output_filter(filters["server_out"], tasks=tasks)
+    recipe.add_client_input_filter(filters["client_in"], tasks=tasks)
+    recipe.add_client_output_filter(filters["client_out"], tasks=tasks)
+    recipe.add_server_input_filter(filters["server_in"], tasks=tasks)
 
 
 def add_task_polling(recipe: FedAvgRecipe, interval: float = TASK_REQUEST_INTERVAL) -> None:

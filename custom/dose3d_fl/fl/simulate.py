@@ -234,10 +234,7 @@ def summarise_simulation(server_job_dir: Path, num_rounds: int) -> dict:
             for site, results in cross_site.items()
         },
         "organ_val": organs,
-        "round_organ_dice": {
-            organ: [*values, *([organs[organ]["dice"]] if organ in organs else [])]
-            for organ, values in round_organ_dice(received).items()
-        },
+        "round_organ_dice": round_organ_dice(received, organs or None),
         "site_organ_dice": {
             site: {organ: values["dice"] for organ, values in organ_union({site: metrics}).items()}
             for site, metrics in final_sites.items()

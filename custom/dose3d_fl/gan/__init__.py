@@ -1,40 +1,38 @@
-"""Paired 3D GAN (CT crop + organ mask): profiles, networks, crops, WGAN-GP trainer, quality metrics and
-sampling.
+"""Label-conditioned 3D GAN (a CT crop generated for a label map of organs and body): profiles, networks,
+crops and label maps, trainer, quality, tissue, realism and memorisation checks, sampling and export.
 
-Plain MONAI/torch: nothing here imports NVFlare (``dose3d_fl.fl.site.gan_client`` wraps the trainer).
+Plain MONAI/torch: nothing here imports NVFlare (``dose3d_fl.fl.site.gan_client`` wraps the trainer). The
+names below are imported on first use (``dose3d_fl._lazy``), so importing the package loads no torch.
 """
 
-from dose3d_fl.gan.checkpoint import GanCheckpoint, load_gan_checkpoint, load_generator, save_gan_checkpoint
-from dose3d_fl.gan.crops import CropSampler, cut_crop, load_organ_volumes, reference_crops
-from dose3d_fl.gan.metrics import MemorizationFilter, label_is_plausible, quality_metrics
-from dose3d_fl.gan.network import GanPair, SeededGenerator, build_gan, network_args
-from dose3d_fl.gan.profiles import DEFAULT_GAN_PROFILE, GAN_PROFILES, GanProfile, get_gan_profile
-from dose3d_fl.gan.sampling import sample_from_model, write_samples
-from dose3d_fl.gan.trainer import GanTrainer
-from dose3d_fl.gan.training_run import train_gan_on_caches
+from __future__ import annotations
 
-__all__ = [
-    "DEFAULT_GAN_PROFILE",
-    "GAN_PROFILES",
-    "CropSampler",
-    "GanCheckpoint",
-    "GanPair",
-    "GanProfile",
-    "GanTrainer",
-    "MemorizationFilter",
-    "SeededGenerator",
-    "build_gan",
-    "cut_crop",
-    "get_gan_profile",
-    "label_is_plausible",
-    "load_gan_checkpoint",
-    "load_generator",
-    "load_organ_volumes",
-    "network_args",
-    "quality_metrics",
-    "reference_crops",
-    "sample_from_model",
-    "save_gan_checkpoint",
-    "train_gan_on_caches",
-    "write_samples",
-]
+from dose3d_fl._lazy import lazy_exports
+
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {
+        "checkpoint": ["GanCheckpoint", "load_gan_checkpoint", "load_generator", "save_gan_checkpoint"],
+        "crops": ["CropSampler", "cut_crop", "load_organ_volumes", "memorization_regions", "reference_crops"],
+        "export": ["export_samples"],
+        "figures": ["write_comparison_grid", "write_sample_grid"],
+        "label_maps": ["OrganVolumeRange", "build_label_map", "label_map_problem", "one_hot", "organ_labels"],
+        "label_sampler": ["LabelMapSampler"],
+        "memorization": ["MemorizationCheck", "best_ncc"],
+        "metrics": ["quality_metrics"],
+        "network": [
+            "GanPair",
+            "SeededGenerator",
+            "SpadeGenerator",
+            "build_gan",
+            "build_generator",
+            "network_args",
+        ],
+        "profiles": ["DEFAULT_GAN_PROFILE", "GAN_PROFILES", "GanProfile", "get_gan_profile"],
+        "realism": ["realism_dice"],
+        "sampling": ["sample_from_model", "write_samples"],
+        "tissue": ["tissue_agreement", "tissue_statistics"],
+        "trainer": ["GanTrainer"],
+        "training_run": ["train_gan_on_caches"],
+    },
+)

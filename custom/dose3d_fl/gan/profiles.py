@@ -1,15 +1,14 @@
-"""GAN profiles: every hyper-parameter of the paired 3D GAN, by name.
+"""GAN profiles: every hyper-parameter of the label-conditioned 3D GAN, by name.
 
-A profile is stored in each GAN checkpoint, so a model file knows its crop size, latent size and networks.
-Two profiles ship:
+A profile is stored in each GAN checkpoint, so a model file knows its crop, its HU window, its networks and
+its losses. Three profiles ship:
 
-* ``cpu-small`` (default): 32^3 crops on the segmentation ``cpu-small`` grid (4 mm voxels, the spleen's
-  HU window). 32^3 at 4 mm is 12.8 cm, enough for the whole spleen (about 12 cm long) with some context,
-  and small enough that one WGAN-GP step (critic with gradient penalty, then generator) of a batch of 8
-  takes a fraction of a second on one CPU thread: a few hundred steps per site and round fit in minutes on
-  2 cores. Synthetic pairs on the segmentation grid plug straight into the segmentation trainer.
+* ``cpu-small`` (default): the segmentation ``cpu-small`` training crop (48^3 at 4 mm, 19 cm), a SPADE
+  generator with three resolution stages and a patch discriminator, sized so that the 3-site demo federation
+  trains in under 30 minutes on 2 CPU cores (docs/gan.md, Measured).
 * ``cpu-tiny``: 16^3 crops and tiny networks, for tests and smoke runs of the job.
-* ``gpu``: 64^3 crops at 2 mm (the same 12.8 cm field at twice the resolution), wider networks, more steps.
+* ``gpu``: the segmentation ``spleen`` training crop (96^3 at 1.5 x 1.5 x 2 mm), wider networks, a
+  two-scale discriminator and more steps. Not measured here (no GPU was available).
 """
 
 from __future__ import annotations
@@ -26,40 +25,62 @@ MODEL_FIELDS = (
     "seg_profile",
     "pixdim",
     "crop_size",
-    "latent_dim",
-    "start_channels",
+    "hu_min",
+    "hu_max",
+    "organ_classes",
+    "latent_channels",
     "generator_channels",
+    "output_channels",
+    "spade_channels",
     "discriminator_channels",
+    "discriminator_layers",
+    "discriminator_scales",
 )
 
 
 @dataclass(frozen=True)
 class GanProfile:
-    """Hyper-parameters of a paired (CT crop + organ mask) 3D GAN.
+    """Hyper-parameters of the label-conditioned 3D GAN (a CT crop generated for a given label map).
 
     Attributes:
         name: profile name (``get_gan_profile`` key).
-        seg_profile: segmentation profile whose preprocessing (orientation, HU window, body crop) the real
-            crops go through; ``pixdim`` overrides its voxel size.
-        pixdim: voxel size in mm of the crops.
-        crop_size: edge of the cubic crop in voxels (a power of two times the generator's start size).
-        crop_jitter: largest random shift, in voxels, of a training crop's centre from the organ's centre.
-        latent_dim: length of the generator's input noise vector.
-        start_channels: channels of the generator's first (smallest) feature map.
-        generator_channels: channels of each up-sampling stage of the generator (the last is 2: image, mask).
-        discriminator_channels: channels of each down-sampling stage of the critic.
+        pixdim: voxel size in mm of the crops (the segmentation profile's, so pairs plug into its training).
+        crop_size: edge of the cubic crop in voxels (the segmentation profile's training crop).
+        generator_channels: channels of the generator's SPADE residual stages, from the smallest feature map
+            (``crop_size / 2^len``) up; each stage is followed by a resize-convolution up-sampling.
+        seg_profile: segmentation profile whose preprocessing (orientation, body crop) the real crops share.
+        hu_min: HU mapped to 0 in the generated image (the GAN's own window, wider than segmentation's, so fat
+            and cancellous bone keep their HU).
+        hu_max: HU mapped to 1.
+        organ_classes: organ labels ``1..N`` of the site's label images; the label map the generator is
+            conditioned on has ``N + 2`` classes (outside the body, body, each organ).
+        crop_jitter: largest random shift, in voxels, of a crop's centre from the organ's centre.
+        latent_channels: channels of the spatial noise the generator starts from.
+        output_channels: channels of the full-resolution stage before the image is formed.
+        spade_channels: hidden channels of each SPADE block's label-map convolutions (the full-resolution
+            block uses half).
+        discriminator_channels: channels of the patch discriminator's first layer (doubled per layer).
+        discriminator_layers: down-sampling layers of the patch discriminator.
+        discriminator_scales: 1: MONAI ``PatchDiscriminator``; more: ``MultiScalePatchDiscriminator``.
+        adversarial_weight: weight of the least-squares patch adversarial loss in the generator's loss.
+        l1_weight: weight of the L1 distance to the real image of the same label map.
+        feature_matching_weight: weight of the discriminator feature-matching loss (L1 of its features).
         batch_size: crops per optimisation step.
         steps_per_epoch: generator steps in one local epoch.
-        critic_steps: critic steps per generator step (WGAN-GP).
-        gp_weight: gradient-penalty weight (WGAN-GP).
         lr_generator: Adam learning rate of the generator.
-        lr_discriminator: Adam learning rate of the critic.
+        lr_discriminator: Adam learning rate of the discriminator.
         betas: Adam betas (both networks).
         metric_samples: synthetic crops drawn for the quality metrics.
-        memorization_threshold: a sample whose mean absolute difference (both channels, window units) to
-            its nearest local training crop is below this is dropped as a copy.
-        volume_tolerance: a sample's organ volume is plausible between ``min / tolerance`` and
-            ``max * tolerance`` of the local training crops' organ volumes.
+        memorization_ncc: a sample whose best normalised cross-correlation with a training crop (image
+            channel, over shifts of up to ``memorization_shift`` voxels beyond the crop jitter) reaches this
+            is dropped as a copy.
+        memorization_shift: shift tolerance of the memorisation check in voxels.
+        volume_tolerance: an organ's volume in a new label map is plausible between ``min / tolerance`` and
+            ``max * tolerance`` of its volumes in the site's real crops.
+        deform_rotate: largest rotation (radians, each axis) of a new label map.
+        deform_scale: largest relative scaling of a new label map.
+        deform_sigma: smoothing (voxels) of the elastic displacement field.
+        deform_magnitude: magnitude range of the elastic displacement (MONAI ``Rand3DElastic`` units).
         seed: random seed (initial weights, crops, noise).
     """
 
@@ -67,29 +88,38 @@ class GanProfile:
     pixdim: tuple[float, float, float]
     crop_size: int
     generator_channels: tuple[int, ...]
-    discriminator_channels: tuple[int, ...]
     seg_profile: str = "cpu-small"
-    crop_jitter: int = 3
-    latent_dim: int = 64
-    start_channels: int = 64
-    batch_size: int = 8
+    hu_min: float = -250.0
+    hu_max: float = 450.0
+    organ_classes: int = 1
+    crop_jitter: int = 8
+    latent_channels: int = 8
+    output_channels: int = 8
+    spade_channels: int = 16
+    discriminator_channels: int = 16
+    discriminator_layers: int = 3
+    discriminator_scales: int = 1
+    adversarial_weight: float = 1.0
+    l1_weight: float = 10.0
+    feature_matching_weight: float = 10.0
+    batch_size: int = 2
     steps_per_epoch: int = 20
-    critic_steps: int = 2
-    gp_weight: float = 10.0
     lr_generator: float = 2e-4
     lr_discriminator: float = 2e-4
-    betas: tuple[float, float] = (0.5, 0.9)
+    betas: tuple[float, float] = (0.5, 0.999)
     metric_samples: int = 16
-    memorization_threshold: float = 0.02
+    memorization_ncc: float = 0.9
+    memorization_shift: int = 3
     volume_tolerance: float = 1.5
+    deform_rotate: float = 0.15
+    deform_scale: float = 0.1
+    deform_sigma: tuple[float, float] = (5.0, 7.0)
+    deform_magnitude: tuple[float, float] = (50.0, 150.0)
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.generator_channels[-1:] != (2,):
-            raise ValueError(
-                f"GAN profile {self.name!r}: the generator's last stage must have 2 channels (image, mask), "
-                f"got {self.generator_channels}"
-            )
+        if not self.generator_channels:
+            raise ValueError(f"GAN profile {self.name!r}: generator_channels needs at least one stage")
         if self.crop_size % self.upsampling != 0 or self.start_size < 2:
             raise ValueError(
                 f"GAN profile {self.name!r}: crop_size {self.crop_size} must be a multiple of "
@@ -97,18 +127,34 @@ class GanProfile:
             )
         if len(self.pixdim) != 3:
             raise ValueError(f"GAN profile {self.name!r}: pixdim needs three values (3D)")
-        if self.critic_steps < 1 or self.batch_size < 2:
-            raise ValueError(f"GAN profile {self.name!r}: critic_steps >= 1 and batch_size >= 2 needed")
+        if not self.hu_min < self.hu_max:
+            raise ValueError(
+                f"GAN profile {self.name!r}: hu_min {self.hu_min} must be below hu_max {self.hu_max}"
+            )
+        if self.organ_classes < 1 or self.batch_size < 1 or self.discriminator_scales < 1:
+            raise ValueError(
+                f"GAN profile {self.name!r}: organ_classes, batch_size and discriminator_scales must be >= 1"
+            )
+        if not 0 < self.memorization_ncc <= 1:
+            raise ValueError(
+                f"GAN profile {self.name!r}: memorization_ncc is a correlation threshold in (0, 1], "
+                f"got {self.memorization_ncc}"
+            )
 
     @property
     def upsampling(self) -> int:
-        """Factor by which the generator enlarges its start feature map (stride 2 per stage)."""
+        """Factor by which the generator enlarges its start feature map (2 per stage)."""
         return 2 ** len(self.generator_channels)
 
     @property
     def start_size(self) -> int:
-        """Edge of the generator's first feature map."""
+        """Edge of the generator's first feature map (and of its noise)."""
         return self.crop_size // self.upsampling
+
+    @property
+    def label_classes(self) -> int:
+        """Classes of the conditioning label map: outside the body, body, and each organ."""
+        return self.organ_classes + 2
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable values (tuples become lists)."""
@@ -122,12 +168,15 @@ class GanProfile:
         """Inverse of ``to_dict``.
 
         Raises:
-            ValueError: unknown keys (a profile written by a newer version) or invalid values.
+            ValueError: unknown keys (a profile written by another version) or invalid values.
         """
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - fields)
         if unknown:
-            raise ValueError(f"unknown GAN profile field(s): {', '.join(unknown)}")
+            raise ValueError(
+                f"unknown GAN profile field(s): {', '.join(unknown)} (a model of another version of the GAN: "
+                "retrain it with this version)"
+            )
         return cls(**{key: tuple(value) if isinstance(value, list) else value for key, value in data.items()})
 
     def incompatibilities(self, other: GanProfile) -> list[str]:
@@ -145,14 +194,12 @@ GAN_PROFILES: dict[str, GanProfile] = {
         GanProfile(
             name="cpu-small",
             pixdim=(4.0, 4.0, 4.0),
-            crop_size=32,
-            generator_channels=(32, 16, 2),
-            discriminator_channels=(16, 32, 64),
-            latent_dim=64,
-            start_channels=64,
-            batch_size=8,
+            crop_size=48,
+            generator_channels=(64, 32, 16),
+            output_channels=8,
+            spade_channels=16,
+            batch_size=2,
             steps_per_epoch=20,
-            critic_steps=2,
         ),
         # For tests and smoke runs of the job (seconds per round): 16^3 crops, tiny networks.
         GanProfile(
@@ -160,27 +207,37 @@ GAN_PROFILES: dict[str, GanProfile] = {
             pixdim=(4.0, 4.0, 4.0),
             crop_size=16,
             crop_jitter=1,
-            generator_channels=(8, 2),
-            discriminator_channels=(8, 16),
-            latent_dim=16,
-            start_channels=16,
-            batch_size=4,
+            generator_channels=(8, 4),
+            latent_channels=2,
+            output_channels=4,
+            spade_channels=4,
+            discriminator_channels=4,
+            discriminator_layers=2,
+            batch_size=2,
             steps_per_epoch=2,
-            critic_steps=1,
             metric_samples=4,
+            deform_sigma=(3.0, 4.0),
+            deform_magnitude=(10.0, 30.0),
         ),
         GanProfile(
             name="gpu",
-            pixdim=(2.0, 2.0, 2.0),
-            crop_size=64,
-            generator_channels=(128, 64, 32, 2),
-            discriminator_channels=(32, 64, 128, 256),
-            latent_dim=128,
-            start_channels=256,
-            batch_size=16,
+            seg_profile="spleen",
+            pixdim=(1.5, 1.5, 2.0),
+            crop_size=96,
+            crop_jitter=16,
+            generator_channels=(256, 128, 64, 32),
+            latent_channels=16,
+            output_channels=16,
+            spade_channels=64,
+            discriminator_channels=32,
+            discriminator_layers=2,  # two scales: 2 and 4 layers (12 M parameters)
+            discriminator_scales=2,
+            batch_size=8,
             steps_per_epoch=100,
-            critic_steps=5,
             metric_samples=32,
+            memorization_shift=6,
+            deform_sigma=(10.0, 14.0),
+            deform_magnitude=(100.0, 300.0),
         ),
     )
 }

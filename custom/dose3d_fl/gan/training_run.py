@@ -14,6 +14,7 @@ from typing import Any
 
 from dose3d_fl.data.cases import load_site_cases
 from dose3d_fl.files import json_safe
+from dose3d_fl.gan.figures import write_comparison_grid
 from dose3d_fl.gan.profiles import GanProfile
 from dose3d_fl.gan.trainer import GanTrainer
 
@@ -21,6 +22,8 @@ log = logging.getLogger(__name__)
 
 GAN_MODEL_NAME = "gan.pt"
 GAN_METRICS_NAME = "gan_metrics.json"
+# Real training crops beside synthetic images of their label maps: shows patient images, stays at the site.
+COMPARE_NAME = "compare.png"
 
 
 def train_gan_on_caches(
@@ -32,7 +35,8 @@ def train_gan_on_caches(
     num_threads: int | None = 1,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Train the GAN on the caches' training splits; write ``gan.pt`` and ``gan_metrics.json`` to ``out_dir``.
+    """Train the GAN on the caches' training splits; write ``gan.pt``, ``gan_metrics.json`` and ``compare.png``
+    (real training crops | synthetic images of the same label maps) to ``out_dir``.
 
     Args:
         cache_dirs: site caches written by ``dose3d ingest`` (their ``split.json`` is used or drawn).
@@ -66,6 +70,10 @@ def train_gan_on_caches(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     trainer.save_checkpoint(out_dir / GAN_MODEL_NAME, meta={"caches": [s.name for s in sites]})
+    shown = trainer.reference[: min(4, len(trainer.volumes))]
+    write_comparison_grid(
+        shown, trainer.generate_for(shown[:, 1].round().long(), seed=profile.seed), out_dir / COMPARE_NAME
+    )
     # NaN (every sample dropped as a copy) becomes null: strict JSON has no NaN.
     (out_dir / GAN_METRICS_NAME).write_text(json.dumps(json_safe(metrics), indent=2) + "\n")
     log.info("wrote %s and %s", out_dir / GAN_MODEL_NAME, out_dir / GAN_METRICS_NAME)

@@ -7,6 +7,10 @@ must be resampled, windowed and cropped. Two profiles ship:
   sized for 2 CPU cores: one case with two crops per step, about 0.15 s per step on one thread.
 * ``spleen``: the MONAI spleen CT bundle's recipe (1.5 x 1.5 x 2.0 mm, 96^3 crops, 16..256-channel UNet),
   for GPU sites.
+
+A profile also names the task's organs (TG-263 names, ``organs``; default the spleen alone): the network has
+one output class per organ plus the background (``out_channels``). A job's ``organs`` argument replaces them
+(``profile.replace(organs=...)``); the single-spleen task is the one-organ case of the same code.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+
+from dose3d_fl.data.tg263 import check_organs
 
 LOSSES = ("dice_ce", "dice")
 LR_SCHEDULES = ("constant", "cosine")
@@ -30,8 +36,12 @@ MODEL_FIELDS = (
     "strides",
     "num_res_units",
     "norm",
+    "organs",
     "out_channels",
 )
+# The organ list of a profile that names none: every checkpoint written before profiles named their organs
+# segments the spleen alone (two output classes).
+DEFAULT_ORGANS = ("Spleen",)
 NORMS = ("batch", "instance")
 
 
@@ -54,7 +64,8 @@ class SegProfile:
         num_res_units: residual units per UNet block.
         norm: ``"batch"`` or ``"instance"`` normalisation.
         dropout: UNet dropout probability.
-        out_channels: output classes including background.
+        organs: the task's organs, TG-263 names (``dose3d_fl.data.tg263.check_organs``) in label order:
+            organ ``i`` is class ``i + 1``; the network's ``out_channels`` is ``1 + len(organs)``.
         batch_size: cases per optimisation step.
         num_samples: random crops per case per step (the network sees ``batch_size * num_samples`` crops).
         pos_neg: relative frequency of crops centred on the label vs. on background.
@@ -94,7 +105,7 @@ class SegProfile:
     num_res_units: int = 2
     norm: str = "batch"
     dropout: float = 0.0
-    out_channels: int = 2
+    organs: tuple[str, ...] = DEFAULT_ORGANS
     body_hu: float = -500.0
     batch_size: int = 2
     num_samples: int = 4
@@ -118,6 +129,10 @@ class SegProfile:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "organs", check_organs(tuple(self.organs)))
+        except ValueError as err:
+            raise ValueError(f"profile {self.name!r}: {err}") from None
         if len(self.strides) != len(self.channels) - 1:
             raise ValueError(
                 f"profile {self.name!r}: {len(self.channels)} channel levels need {len(self.channels) - 1} "
@@ -143,25 +158,49 @@ class SegProfile:
         if len(self.pixdim) != 3 or len(self.roi_size) != 3:
             raise ValueError(f"profile {self.name!r}: pixdim and roi_size need three values (3D)")
 
+    @property
+    def out_channels(self) -> int:
+        """Output classes of the network: the background and one per organ."""
+        return 1 + len(self.organs)
+
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-serialisable values (tuples become lists)."""
+        """Plain JSON-serialisable values (tuples become lists), with ``out_channels`` for readers of the
+        network's shape."""
         return {
-            key: list(value) if isinstance(value, tuple) else value
-            for key, value in dataclasses.asdict(self).items()
+            **{
+                key: list(value) if isinstance(value, tuple) else value
+                for key, value in dataclasses.asdict(self).items()
+            },
+            "out_channels": self.out_channels,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SegProfile:
-        """Inverse of ``to_dict``.
+        """Inverse of ``to_dict``. A profile without ``organs`` (written before profiles named them) is the
+        spleen task, and its ``out_channels`` must say 2.
 
         Raises:
-            ValueError: unknown keys (a profile written by a newer version) or invalid values.
+            ValueError: unknown keys (a profile written by a newer version), invalid values, or an
+                ``out_channels`` that does not fit the organs.
         """
+        data = dict(data)
+        channels = data.pop("out_channels", None)
         fields = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - set(fields))
         if unknown:
             raise ValueError(f"unknown segmentation profile field(s): {', '.join(unknown)}")
-        return cls(**{key: tuple(value) if isinstance(value, list) else value for key, value in data.items()})
+        profile = cls(
+            **{key: tuple(value) if isinstance(value, list) else value for key, value in data.items()}
+        )
+        if channels is not None and channels != profile.out_channels:
+            named = (
+                "names no organs (the spleen alone)" if "organs" not in data else f"names {profile.organs}"
+            )
+            raise ValueError(
+                f"segmentation profile {profile.name!r} has out_channels {channels} but {named}, which needs "
+                f"{profile.out_channels}; the model file is damaged or from another program"
+            )
+        return profile
 
     def incompatibilities(self, other: SegProfile) -> list[str]:
         """Names of the ``MODEL_FIELDS`` in which two profiles differ (empty: they can share weights)."""

@@ -1,11 +1,15 @@
 """Synthetic image/label pairs (``dose3d gan sample``) as extra segmentation training cases.
 
-A folder of ``*_image.nii.gz`` / ``*_label.nii.gz`` pairs (HU image, uint8 mask, on the GAN profile's voxel
-grid) is read like a site cache's cases: the trainer's own preprocessing and augmentation apply unchanged.
-A synthetic crop smaller than the profile's ``roi_size`` is padded with the bottom of the HU window.
+A folder of ``*_image.nii.gz`` / ``*_label.nii.gz`` pairs (HU image, uint8 organ labels, on the GAN
+profile's voxel grid, which is the segmentation profile's training crop) is read like a site cache's cases:
+the trainer's own preprocessing and augmentation apply unchanged. A synthetic crop smaller than the
+profile's ``roi_size`` is padded with the bottom of the HU window.
 
 The mixing ratio is the number of synthetic cases per real training case (``0.5``: one synthetic case for
-every two real ones). Synthetic pairs never replace validation cases: validation stays real.
+every two real ones). ``repeat_real`` lists each real case several times, so that a larger pool of
+synthetic pairs mixes in at the same ratio (each step still draws a real case with the same probability).
+Synthetic pairs never replace validation cases: validation stays real. They stay in the site's own folder:
+nothing in a job reads or sends them.
 """
 
 from __future__ import annotations
@@ -29,16 +33,21 @@ class SyntheticMix:
         ratio: synthetic cases per real training case (> 0); ignored when ``only``.
         only: train on synthetic cases alone (train on synthetic, test on real), all pairs in the folder.
         seed: seed of the choice of pairs when the folder holds more than needed.
+        repeat_real: how many times each real case is listed (a pool of ``ratio * repeat_real`` synthetic
+            pairs per real case).
     """
 
     folder: Path
     ratio: float = 1.0
     only: bool = False
     seed: int = 0
+    repeat_real: int = 1
 
     def __post_init__(self) -> None:
         if not self.only and self.ratio <= 0:
             raise ValueError(f"synthetic mixing ratio must be > 0, got {self.ratio}")
+        if self.repeat_real < 1:
+            raise ValueError(f"repeat_real must be >= 1, got {self.repeat_real}")
 
 
 def synthetic_cases(folder: str | Path) -> list[Case]:
@@ -76,6 +85,7 @@ def mix_training_cases(real: Sequence[Case], mix: SyntheticMix) -> list[Case]:
     available = synthetic_cases(mix.folder)
     if mix.only:
         return available
+    real = list(real) * mix.repeat_real
     wanted = max(1, round(mix.ratio * len(real)))
     if wanted > len(available):
         raise ValueError(

@@ -1,5 +1,12 @@
 """The local segmentation trainer: plain MONAI/torch, used unchanged by the federated client, the
 centralised baseline and the local-only baseline. It knows nothing of NVFlare.
+
+One trainer for one organ or many: the network has a class per organ of the profile (``profile.organs``)
+plus the background, and the loss is the marginal Dice-CE (``seg.partial_loss``), which leaves out the organs
+a case does not delineate (its ``labelled`` row, ``dose3d_fl.data.cases``) and equals MONAI's ``DiceCELoss``
+when every organ is labelled, as in the single-spleen task. Validation scores each organ (Dice, HD95 and
+surface Dice, ``seg.organ_metrics``), leaving out the organs a case does not delineate; ``val_dice`` is the
+mean over organs (with one organ: the spleen's Dice, as before).
 """
 
 from __future__ import annotations
@@ -16,17 +23,17 @@ import monai
 import torch
 from monai.data import CacheDataset, DataLoader, decollate_batch
 from monai.inferers import sliding_window_inference
-from monai.losses import DiceCELoss, DiceLoss
-from monai.metrics import DiceMetric
 from monai.transforms import AsDiscrete, Compose, KeepLargestConnectedComponent
 from monai.utils import set_determinism
 from tqdm import tqdm
 
 from dose3d_fl import __version__
-from dose3d_fl.data.cases import IMAGE, LABEL, Case, case_id
+from dose3d_fl.data.cases import IMAGE, LABEL, LABELLED, Case, case_id, labelled_row
 from dose3d_fl.seg.case_check import usable_cases
 from dose3d_fl.seg.checkpoint import SegCheckpoint, load_checkpoint, save_checkpoint
 from dose3d_fl.seg.network import build_network
+from dose3d_fl.seg.organ_metrics import DEFAULT_TOLERANCE_MM, OrganMetrics, score_organs
+from dose3d_fl.seg.partial_loss import MarginalDiceCELoss
 from dose3d_fl.seg.profiles import SegProfile, get_profile
 from dose3d_fl.seg.transforms import eval_transforms, train_transforms
 
@@ -36,12 +43,13 @@ log = logging.getLogger(__name__)
 Regularizer = Callable[[torch.nn.Module], torch.Tensor]
 
 
-def _check_cases(cases: Sequence[Case], role: str) -> list[Case]:
+def _check_cases(cases: Sequence[Case], role: str, organs: int) -> list[Case]:
+    """Copies of the cases, each with its ``(organs,)`` labelled row (all true where a case has none)."""
     for case in cases:
         for key in (IMAGE, LABEL):
             if key not in case:
                 raise ValueError(f"{role} case {case!r} has no {key!r} path")
-    return [dict(case) for case in cases]
+    return [{**case, LABELLED: labelled_row(case, organs)} for case in cases]
 
 
 class SegTrainer:
@@ -54,17 +62,23 @@ class SegTrainer:
     (``dose3d_fl.seg.case_check``).
 
     Args:
-        train_cases: dicts with absolute ``image`` and ``label`` NIfTI paths (and optionally an ``id``).
+        train_cases: dicts with absolute ``image`` and ``label`` NIfTI paths (and optionally an ``id``, and
+            the ``labelled`` row and ``organ_values`` of ``dose3d_fl.data.cases``; a case without a labelled
+            row delineates every organ).
         val_cases: the same, for validation.
-        profile: the segmentation profile (default ``cpu-small``).
+        profile: the segmentation profile (default ``cpu-small``); its ``organs`` are the task's.
         device: ``"cuda"``, ``"cpu"``, ...; default CUDA when available. Mixed precision is used on CUDA
             when ``profile.amp``.
         num_threads: ``torch.set_num_threads`` value (CPU); ``None`` leaves torch's setting alone.
         num_workers: DataLoader workers; default 0 on the CPU (the cores are busy training), 2 on CUDA.
         show_progress: a progress bar per epoch, shown only when stderr is a terminal.
+        extra_augmentation: random transforms appended to the profile's augmentation of each training crop
+            (e.g. spatial augmentation, ``benchmarks/gan_augment.py``).
+        tolerance_mm: the surface Dice tolerance of validation.
 
     Raises:
-        ValueError: a case without an ``image`` or ``label`` entry.
+        ValueError: a case without an ``image`` or ``label`` entry, or with a labelled row of another length
+            than the profile's organs.
     """
 
     def __init__(
@@ -77,10 +91,15 @@ class SegTrainer:
         num_threads: int | None = None,
         num_workers: int | None = None,
         show_progress: bool = True,
+        extra_augmentation: Sequence[Callable[[Any], Any]] = (),
+        tolerance_mm: float = DEFAULT_TOLERANCE_MM,
     ) -> None:
         self.profile = profile or get_profile()
-        self.train_cases = _check_cases(train_cases, "training")
-        self.val_cases = _check_cases(val_cases, "validation")
+        self.organs = self.profile.organs
+        self.tolerance_mm = tolerance_mm
+        self.extra_augmentation = list(extra_augmentation)
+        self.train_cases = _check_cases(train_cases, "training", len(self.organs))
+        self.val_cases = _check_cases(val_cases, "validation", len(self.organs))
         if num_threads is not None:
             torch.set_num_threads(num_threads)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -96,8 +115,8 @@ class SegTrainer:
         self.optimizer = torch.optim.Adam(
             self.model.parameters(), lr=self.profile.lr, weight_decay=self.profile.weight_decay
         )
-        loss_type = DiceCELoss if self.profile.loss == "dice_ce" else DiceLoss
-        self.loss_fn = loss_type(to_onehot_y=True, softmax=True)
+        # Marginal Dice-CE: DiceCELoss(to_onehot_y, softmax) where every organ is labelled; "dice" drops the CE.
+        self.loss_fn = MarginalDiceCELoss(lambda_ce=1.0 if self.profile.loss == "dice_ce" else 0.0)
         self.scaler = torch.amp.GradScaler("cuda") if self.use_amp else None
         self._train_loader: DataLoader | None = None
         self._val_dataset: CacheDataset | None = None
@@ -125,7 +144,7 @@ class SegTrainer:
                     f"this trainer has no usable training case ({given} given, {given} skipped: see the errors "
                     "above)"
                 )
-            transform = train_transforms(self.profile)
+            transform = Compose([*train_transforms(self.profile).transforms, *self.extra_augmentation])
             transform.set_random_state(seed=self.profile.seed)
             generator = torch.Generator().manual_seed(self.profile.seed)
             self._train_loader = DataLoader(
@@ -205,7 +224,7 @@ class SegTrainer:
             waited = time.perf_counter()
             for batch in bar:
                 data_seconds += time.perf_counter() - waited  # random crops and augmentation of this batch
-                losses.append(self.train_step(batch[IMAGE], batch[LABEL], regularizer))
+                losses.append(self.train_step(batch[IMAGE], batch[LABEL], regularizer, batch.get(LABELLED)))
                 waited = time.perf_counter()
                 bar.set_postfix(loss=f"{losses[-1]:.3f}")
             self.epochs_done += 1
@@ -232,17 +251,29 @@ class SegTrainer:
         }
 
     def train_step(
-        self, image: torch.Tensor, label: torch.Tensor, regularizer: Regularizer | None = None
+        self,
+        image: torch.Tensor,
+        label: torch.Tensor,
+        regularizer: Regularizer | None = None,
+        labelled: torch.Tensor | None = None,
     ) -> float:
         """One optimiser step on a batch (``(B, 1, X, Y, Z)`` image and label); returns its loss.
 
         ``train_epochs`` calls it for every batch; the GPU check times it on batches fetched beforehand.
         The model must be in training mode (``model.train()``).
+
+        Args:
+            image: the batch's images.
+            label: its labels (values ``0..N``).
+            regularizer: a term added to the loss (FedProx).
+            labelled: ``(B, N)`` bool, the organs each case delineates; None: all.
         """
         image, label = image.to(self.device), label.to(self.device)
+        if labelled is not None:
+            labelled = torch.as_tensor(labelled, dtype=torch.bool, device=self.device)
         self.optimizer.zero_grad(set_to_none=True)
         with self._autocast():
-            loss = self.loss_fn(self.model(image), label)
+            loss = self.loss_fn(self.model(image), label, labelled)
         total = loss if regularizer is None else loss + regularizer(self.model)
         if self.scaler is not None:
             self.scaler.scale(total).backward()
@@ -276,11 +307,18 @@ class SegTrainer:
         return Compose(steps)
 
     def validate(self) -> dict[str, Any]:
-        """Dice of the foreground on the validation cases, at the profile's voxel size.
+        """Per-organ Dice, HD95 and surface Dice on the validation cases, at the profile's voxel size.
+
+        Each case's organs are scored with ``seg.organ_metrics.score_organs`` after argmax (and the largest
+        component, as the profile says); an organ the case does not delineate, or absent from its label, is
+        left out. An organ in the label but not predicted scores Dice 0 and is counted as missed.
 
         Returns:
-            ``val_dice`` (mean over cases, a plain float), ``case_dice`` (case id -> Dice), ``cases`` and
-            ``seconds``. A case whose label and prediction are both empty has no Dice and is left out.
+            ``val_dice`` (the mean over organs of each organ's mean Dice over cases; with one organ, the mean
+            Dice over cases), ``organs`` (organ -> ``dice``, ``hd95`` (mm, over finite values),
+            ``surface_dice``, ``cases`` scored, ``missed``), ``tolerance_mm`` (of the surface Dice),
+            ``case_dice`` (case id -> the mean Dice of its scored organs; cases with none left out),
+            ``organ_metrics`` (``OrganMetrics.to_json()``: every case and organ), ``cases`` and ``seconds``.
 
         Raises:
             ValueError: the trainer has no validation cases.
@@ -290,24 +328,43 @@ class SegTrainer:
         if not self.val_cases:
             raise ValueError("this trainer has no usable validation case")
         to_class = self.postprocessing()
-        to_onehot = AsDiscrete(to_onehot=self.profile.out_channels)
-        metric = DiceMetric(include_background=False, reduction="mean")
-        case_dice: dict[str, float] = {}
+        metrics = OrganMetrics(self.organs, self.tolerance_mm)
         loader = DataLoader(dataset, batch_size=1, num_workers=self.num_workers)
         for case, batch in zip(self.val_cases, loader, strict=True):
             logits = self.predict(batch[IMAGE])
-            predictions = [to_class(item) for item in decollate_batch(logits.float())]
-            labels = [to_onehot(item) for item in decollate_batch(batch[LABEL].to(self.device))]
-            value = float(metric(y_pred=predictions, y=labels).mean())
-            if not math.isnan(value):
-                case_dice[case_id(case)] = value
-        val_dice = float(metric.aggregate().item()) if case_dice else math.nan
-        metric.reset()
+            prediction = torch.stack([to_class(item) for item in decollate_batch(logits.float())])
+            scores = score_organs(
+                prediction,
+                batch[LABEL].to(prediction.device),
+                self.organs,
+                self.profile.pixdim,
+                labelled=labelled_row(case, len(self.organs))[None],
+                tolerance_mm=self.tolerance_mm,
+            )
+            metrics.add(scores, [case_id(case)])
+        summary = metrics.summary()
+        case_dice: dict[str, float] = {}
+        for case, organs in metrics.cases.items():
+            values = [scores["dice"] for scores in organs.values() if not math.isnan(scores["dice"])]
+            if values:
+                case_dice[case] = float(sum(values) / len(values))
+        val_dice = metrics.mean_dice()
         seconds = time.perf_counter() - start
-        log.info("validation Dice %.4f on %d case(s), %.1f s", val_dice, len(case_dice), seconds)
+        log.info(
+            "validation Dice %.4f on %d case(s)%s, %.1f s",
+            val_dice,
+            len(case_dice),
+            ""
+            if len(self.organs) == 1
+            else " (" + ", ".join(f"{organ} {values['dice']:.3f}" for organ, values in summary.items()) + ")",
+            seconds,
+        )
         return {
             "val_dice": val_dice,
+            "organs": summary,
+            "tolerance_mm": self.tolerance_mm,
             "case_dice": case_dice,
+            "organ_metrics": metrics.to_json(),
             "cases": len(self.val_cases),
             "seconds": seconds,
         }

@@ -31,6 +31,15 @@ def _mean(values: Sequence[float]) -> float:
     return float(sum(values) / len(values)) if values else math.nan
 
 
+def site_organ_dice(organ_metrics: dict[str, Any], case_ids: Sequence[str]) -> dict[str, float]:
+    """Organ -> the mean Dice over ``case_ids`` that score it (``OrganMetrics.to_json()`` input; NaN: none)."""
+    cases = [organ_metrics["cases"][case] for case in case_ids if case in organ_metrics["cases"]]
+    return {
+        organ: _mean([c[organ]["dice"] for c in cases if c[organ]["dice"] is not None])
+        for organ in organ_metrics["organs"]
+    }
+
+
 def train_on_caches(
     cache_dirs: Sequence[str | Path],
     out_dir: str | Path,
@@ -47,7 +56,8 @@ def train_on_caches(
 
     Validates every ``profile.val_interval`` epochs and after the last one; the final model is written to
     ``out_dir/model.pt`` and the metrics to ``out_dir/metrics.json``. The split of a cache that has none yet
-    is drawn with ``profile.seed``.
+    is drawn with ``profile.seed``. The task's organs are the profile's: each cache's cases are read in their
+    order, an organ a case does not delineate unlabelled (``dose3d_fl.data.cases``).
 
     Args:
         cache_dirs: site caches written by ``dose3d ingest``.
@@ -61,14 +71,18 @@ def train_on_caches(
         synthetic: synthetic pairs added to (or, ``only``, replacing) the training cases; validation stays real.
 
     Returns:
-        The metrics written to ``metrics.json``: ``val_dice`` (mean over the union of the validation
-        cases), ``site_val_dice`` (cache name -> mean over its validation cases), ``epochs``, ``started_at``
+        The metrics written to ``metrics.json``: ``val_dice`` (the mean over organs of each organ's mean Dice
+        over the union of the validation cases; one organ: the mean over cases), ``site_val_dice`` (cache
+        name -> mean over its validation cases of their organs' mean Dice), ``organs`` (organ -> ``dice``,
+        ``hd95``, ``surface_dice``, ``cases``, ``missed`` over the union), ``site_organ_dice`` (cache name ->
+        organ -> mean Dice), ``tolerance_mm`` (surface Dice), ``organ_metrics`` (every case and organ),
+        ``epochs``, ``started_at``
         (Unix time), ``seconds`` (wall time, caching and validation included), ``train_seconds``, ``seconds_per_epoch``,
         ``history``, case counts, and ``hu_threshold_baseline`` when asked for. Dice is measured at the
         profile's voxel size.
     """
     start, started_at = time.perf_counter(), time.time()
-    sites = load_site_cases(cache_dirs, seed=profile.seed)
+    sites = load_site_cases(cache_dirs, seed=profile.seed, organs=profile.organs)
     train_cases = [case for site in sites for case in site.train]
     if synthetic is not None:
         train_cases = mix_training_cases(train_cases, synthetic)
@@ -97,6 +111,8 @@ def train_on_caches(
             "loss": round(_mean(losses), 4),
             "val_dice": round(validation["val_dice"], 4),
         }
+        if len(profile.organs) > 1:
+            entry["organ_dice"] = {organ: round(v["dice"], 4) for organ, v in validation["organs"].items()}
         history.append(entry)
         if on_validation is not None:
             on_validation(entry)
@@ -109,6 +125,13 @@ def train_on_caches(
             site.name: _mean([case_dice[case["id"]] for case in site.val if case["id"] in case_dice])
             for site in sites
         },
+        "organs": validation["organs"],
+        "site_organ_dice": {
+            site.name: site_organ_dice(validation["organ_metrics"], [case["id"] for case in site.val])
+            for site in sites
+        },
+        "tolerance_mm": validation["tolerance_mm"],
+        "organ_metrics": validation["organ_metrics"],
         "epochs": trainer.epochs_done,
         "started_at": round(started_at, 3),
         "seconds": 0.0,

@@ -7,7 +7,9 @@ deterministic part once per case. Validation and inference use the deterministic
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from monai.transforms import (
@@ -29,7 +31,7 @@ from monai.transforms import (
     SpatialPadd,
 )
 
-from dose3d_fl.data.cases import IMAGE, LABEL
+from dose3d_fl.data.cases import IMAGE, LABEL, LABEL_VALUES, case_id
 from dose3d_fl.seg.profiles import SegProfile
 
 # Where ``crop_index_transforms`` keeps a training case's label / background voxel indices.
@@ -48,13 +50,45 @@ class AboveHU:
         return image > self.hu
 
 
+class TaskLabelValuesd(MapTransform):
+    """Rewrite a loaded label from its cache's organ order to the task's (``dose3d_fl.data.cases``).
+
+    A case that carries ``organ_values`` (the task's value for each cache value) has its label mapped and
+    the entry removed; a case without it is already in the task's order and passes unchanged. Deterministic:
+    cached with the case.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(keys=LABEL, allow_missing_keys=True)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        values = data.get(LABEL_VALUES)
+        if values is None or LABEL not in data:
+            return dict(data)
+        out = dict(data)
+        del out[LABEL_VALUES]
+        label = out[LABEL]
+        lookup = torch.as_tensor(values, dtype=torch.long)
+        classes = torch.as_tensor(label).round().long()
+        if classes.min() < 0 or classes.max() >= len(lookup):
+            raise ValueError(
+                f"case {case_id(dict(data))}: label values {int(classes.min())}..{int(classes.max())} exceed the "
+                f"cache's {len(lookup) - 1} organs; re-run `dose3d ingest` for this site"
+            )
+        mapped = label.clone()
+        mapped[...] = lookup[classes].to(label.dtype)
+        out[LABEL] = mapped
+        return out
+
+
 def preprocessing_transforms(
     profile: SegProfile, keys: tuple[str, ...] = (IMAGE, LABEL)
 ) -> list[MapTransform]:
     """The deterministic part: from NIfTI paths to windowed RAS volumes on the profile's grid.
 
     The body crop is taken on the HU image before windowing (the window's lower edge, -57 HU in the spleen
-    recipe, lies above fat, so the windowed image no longer outlines the body).
+    recipe, lies above fat, so the windowed image no longer outlines the body). A label is read in the task's
+    organ order (:class:`TaskLabelValuesd`).
 
     Args:
         profile: the segmentation profile.
@@ -64,6 +98,7 @@ def preprocessing_transforms(
     return [
         LoadImaged(keys=keys, image_only=True),
         EnsureChannelFirstd(keys=keys),
+        *([TaskLabelValuesd()] if LABEL in keys else []),
         Orientationd(keys=keys, axcodes="RAS", labels=RAS_LABELS),
         Spacingd(keys=keys, pixdim=profile.pixdim, mode=modes),
         CropForegroundd(keys=keys, source_key=IMAGE, select_fn=AboveHU(profile.body_hu), allow_smaller=True),

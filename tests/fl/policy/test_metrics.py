@@ -56,7 +56,8 @@ def test_the_gan_job_declares_exactly_what_gan_client_sends() -> None:
 
 
 @pytest.mark.parametrize(
-    ("job", "declared"), [("seg_fedavg", seg_job.SITE_METRICS), ("gan_fedavg", gan_job.SITE_METRICS)]
+    ("job", "declared"),
+    [("seg_fedavg", seg_job.site_metrics(("Spleen",))), ("gan_fedavg", gan_job.SITE_METRICS)],
 )
 def test_the_committed_jobs_carry_the_declaration(job: str, declared: tuple[str, ...]) -> None:
     config = json.loads((REPO / "jobs" / job / "app" / "config" / "config_fed_client.json").read_text())

@@ -9,6 +9,7 @@ import torch
 
 from dose3d_fl.fl.site.config import SITE_CONFIG_ENV, SiteConfig, load_site_config
 from dose3d_fl.fl.site.trainers import build_site_trainer, site_profile
+from dose3d_fl.gan.label_maps import one_hot
 from dose3d_fl.gan.network import build_gan
 from dose3d_fl.gan.profiles import get_gan_profile
 from dose3d_fl.gan.sampling import write_samples
@@ -20,8 +21,11 @@ def test_site_config_mixes_synthetic_pairs_into_training_only(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     profile = get_gan_profile("cpu-tiny")
+    label_maps = torch.ones(4, 16, 16, 16, dtype=torch.long)
+    label_maps[:, 5:10, 5:10, 5:10] = 2  # a body with one organ
     with torch.no_grad():
-        samples = build_gan(profile)(torch.randn(4, profile.latent_dim))
+        images = build_gan(profile)(one_hot(label_maps, profile.label_classes))
+    samples = torch.cat([images, label_maps[:, None].float()], 1)
     synthetic = tmp_path / "synthetic"
     write_samples(samples, synthetic, profile, memorization=None)
     cache = write_cache(tmp_path / "site-9", 4, seed=7)

@@ -1,9 +1,10 @@
 """Client API script of the ``gan_fedavg`` job: one loop that answers train, validate and submit_model.
 
-Runs at each site. The training is the plain WGAN-GP trainer of ``dose3d_fl.gan``; the federation adds
-receive/send around it. What a site sends fits a weights-only guard: parameters with exactly the names
+Runs at each site. The training is the plain label-conditioned GAN trainer of ``dose3d_fl.gan``; the
+federation adds receive/send around it. The site's crops, label maps and synthetic samples stay in this
+process: only weights and the metrics below are sent. What a site sends fits a weights-only guard: parameters with exactly the names
 (and shapes) the server sent, plain float metrics, and ``NUM_STEPS_CURRENT_ROUND`` as the only meta. In
-``generator-only`` aggregation the server sends the generator alone, so the critic never leaves the site.
+``generator-only`` aggregation the server sends the generator alone, so the discriminator never leaves the site.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def main() -> None:
             continue
         if generator_only and any(name.startswith(DISCRIMINATOR_PREFIX) for name in incoming.params):
             raise ValueError(
-                "generator-only aggregation, but the server sent critic tensors: the job's server model "
+                "generator-only aggregation, but the server sent discriminator tensors: the job's server model "
                 "must be dose3d_fl.gan.network.SeededGenerator"
             )
         if flare.is_evaluate():
@@ -63,15 +64,16 @@ def main() -> None:
         for name, value in {**quality, "loss_g": stats["loss_g"], "loss_d": stats["loss_d"]}.items():
             writer.add_scalar(f"gan_{name}", float(value), incoming.current_round)
         logger.info(
-            "%s round %s: global MMD %.2f, MS-SSIM %.3f, diversity %.3f, label ok %.2f; local W %.3f "
-            "(%d steps, %.1f s)",
+            "%s round %s: global MMD %.2f, MS-SSIM %.3f, diversity %.3f, tissue HU error %.1f, best NCC %.3f; "
+            "local L1 %.4f (%d steps, %.1f s)",
             site,
             incoming.current_round,
             quality["mmd"],
             quality["msssim"],
             quality["diversity"],
-            quality["label_ok"],
-            stats["wasserstein"],
+            quality["tissue_hu_error"],
+            quality["best_ncc"],
+            stats["loss_l1"],
             stats["steps"],
             stats["seconds"],
         )
@@ -83,7 +85,7 @@ def main() -> None:
                     **round_metrics(quality),
                     "gan_loss_g": float(stats["loss_g"]),
                     "gan_loss_d": float(stats["loss_d"]),
-                    "gan_wasserstein": float(stats["wasserstein"]),
+                    "gan_loss_l1": float(stats["loss_l1"]),
                     "train_cases": float(len(trainer.volumes)),
                 },
                 meta={"NUM_STEPS_CURRENT_ROUND": int(stats["steps"])},

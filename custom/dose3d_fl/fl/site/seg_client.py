@@ -13,6 +13,10 @@ profile's learning rate (the job sets 2); ``--keep-optimizer-state`` carries the
 Both were chosen with ``benchmarks/fedavg_replica.py`` and confirmed by ``dose3d bench`` (docs/performance.md).
 With ``--fedbn`` the site keeps its own BatchNorm layers and loads only the rest of the global model
 (``dose3d_fl.fl.site.fedbn``); cross-site evaluation still scores every model as it was sent.
+
+``--organs`` names the job's organs (TG-263): the site reads its cache in their order, an organ a case does
+not delineate unlabelled, and reports Dice, HD95, surface Dice and the cases scored per organ
+(``val_dice_Spleen``, ..., the names the job declares) besides ``val_dice``, the mean over organs.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from nvflare.app_common.app_constant import AlgorithmConstants
 from nvflare.app_opt.pt.fedproxloss import PTFedProxLoss
 from nvflare.client.tracking import SummaryWriter
 
+from dose3d_fl.fl.policy.metrics import SEG_ORGAN_METRICS
 from dose3d_fl.fl.site.config import SiteConfig, load_site_config
 from dose3d_fl.fl.site.fedbn import batch_norm_keys, with_site_norm
 from dose3d_fl.fl.site.polling import RESULT_POLL_INTERVAL, shorten_client_polls
@@ -131,9 +136,23 @@ class SiteRunner:
                 "train_seconds": round(float(stats["seconds"]), 3),
                 "cache_seconds": round(float(stats["cache_seconds"]), 3),
                 "data_seconds": round(float(stats["data_seconds"]), 3),
+                **organ_metrics(metrics),
             },
             meta={"NUM_STEPS_CURRENT_ROUND": int(stats["steps"])},
         )
+
+
+def organ_metrics(validation: dict) -> dict[str, float | int]:
+    """Per organ of the task: ``val_dice_<organ>``, ``val_hd95_<organ>`` (mm), ``val_surface_dice_<organ>``
+    and ``val_cases_<organ>`` (cases scored), from ``SegTrainer.validate()``; NaN where no case scores it."""
+    out: dict[str, float | int] = {}
+    for organ, values in validation["organs"].items():
+        dice, hd95, surface, cases = (f"{name}_{organ}" for name in SEG_ORGAN_METRICS)
+        out[dice] = float(values["dice"])
+        out[hd95] = float(values["hd95"])
+        out[surface] = float(values["surface_dice"])
+        out[cases] = int(values["cases"])
+    return out
 
 
 def fedprox_term(incoming: flare.FLModel, model: torch.nn.Module) -> Regularizer | None:
@@ -168,6 +187,11 @@ def main() -> None:
         "--lr-scale", type=float, default=1.0, help="factor on the profile's learning rate (default 1)"
     )
     parser.add_argument("--fedbn", action="store_true", help="keep this site's own BatchNorm layers (FedBN)")
+    parser.add_argument(
+        "--organs",
+        default="",
+        help="the job's organs, comma-separated TG-263 names (default: the profile's, the spleen alone)",
+    )
     args = parser.parse_args()
 
     shorten_client_polls(flare.init().api, args.result_poll)
@@ -175,7 +199,7 @@ def main() -> None:
     runner = SiteRunner(
         site,
         load_site_config(site),
-        site_profile(args.profile, args.lr_scale),
+        site_profile(args.profile, args.lr_scale, [o for o in args.organs.split(",") if o]),
         args.local_epochs,
         args.keep_optimizer_state,
         args.fedbn,
@@ -194,7 +218,11 @@ def main() -> None:
             metrics = trainer.validate()
             flare.send(
                 flare.FLModel(
-                    metrics={"val_dice": float(metrics["val_dice"]), "val_cases": int(metrics["cases"])}
+                    metrics={
+                        "val_dice": float(metrics["val_dice"]),
+                        "val_cases": int(metrics["cases"]),
+                        **organ_metrics(metrics),
+                    }
                 )
             )
             continue

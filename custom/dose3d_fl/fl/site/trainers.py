@@ -7,6 +7,7 @@ resolves the job's profile once (:func:`site_profile`); both are handed down fro
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 from dose3d_fl.data.split import load_or_create_split, split_cases
@@ -25,14 +26,18 @@ def site_state_folder(site_name: str, workspace: Path | None = None) -> Path:
     return load_site_config(site_name, workspace).state_dir
 
 
-def site_profile(profile_name: str, lr_scale: float = 1.0) -> SegProfile:
-    """The job's segmentation profile, with the job's factor on its learning rate (its whole schedule)."""
+def site_profile(profile_name: str, lr_scale: float = 1.0, organs: Sequence[str] | None = None) -> SegProfile:
+    """The job's segmentation profile, with the job's factor on its learning rate (its whole schedule) and
+    the job's organs (None or empty: the profile's)."""
     profile = get_profile(profile_name)
+    if organs:
+        profile = profile.replace(organs=tuple(organs))
     return profile.replace(lr=profile.lr * lr_scale) if lr_scale != 1.0 else profile
 
 
 def build_site_trainer(config: SiteConfig, profile: SegProfile, site_name: str = "site") -> SegTrainer:
-    """The segmentation trainer on the site's own cached cases and fixed train/val split.
+    """The segmentation trainer on the site's own cached cases and fixed train/val split, read in the order
+    of the profile's organs (an organ a case does not delineate is unlabelled, ``dose3d_fl.data.cases``).
 
     Args:
         config: the site's configuration (``load_site_config``).
@@ -45,7 +50,7 @@ def build_site_trainer(config: SiteConfig, profile: SegProfile, site_name: str =
         FileNotFoundError: the site's cache has no manifest.
     """
     cache = Path(config.cache_dir)
-    train_cases, val_cases = split_cases(cache, load_or_create_split(cache))
+    train_cases, val_cases = split_cases(cache, load_or_create_split(cache), profile.organs)
     if config.synthetic_dir:
         mix = SyntheticMix(Path(config.synthetic_dir), config.synthetic_ratio)
         train_cases = mix_training_cases(train_cases, mix)

@@ -40,6 +40,7 @@ from dose3d_fl.fl.policy.payload import (
     describe_result,
     model_signature,
 )
+from dose3d_fl.fl.policy.quantization import decoded_params
 
 logger = logging.getLogger("dose3d.site_policy")
 
@@ -101,7 +102,13 @@ def remember_incoming(shareable: Shareable, fl_ctx: FLContext) -> None:
     except ValueError:
         return
     if dxo.data_kind in WEIGHT_KINDS and isinstance(dxo.data, dict):
-        ReceivedModels.remember(job_id_of(fl_ctx), dxo.data, keep_values=task_of(fl_ctx) == "train")
+        # An int8 message (the job's transfer encoding) arrives packed: the model is what it decodes to.
+        try:
+            params = decoded_params(dxo)
+        except ValueError as err:  # the job's dequantiser refuses the message with this reason
+            logger.error("%s: %s", site_of(fl_ctx), err)
+            return
+        ReceivedModels.remember(job_id_of(fl_ctx), params, keep_values=task_of(fl_ctx) == "train")
 
 
 def refuse(fl_ctx: FLContext, what: str, reason: str) -> Shareable:

@@ -9,6 +9,10 @@ from the job's app folder in the site's own workspace (:func:`declared_metrics`)
 carries any other metric: at most the declared names, so at most as many numbers as names, leave per result.
 A job that declares nothing may send no metrics. The refusal is logged at the site with a one-line reason.
 
+Per-organ metrics are named ``<metric>_<organ>`` with the organ's TG-263 name (``val_dice_Kidney_L``,
+:func:`organ_metric_names`): a job declares them for exactly the organs of its task, so a job with the spleen
+alone allows ``val_dice_Spleen`` and no other organ's.
+
 What the allow-list does not do: the values are not noised (differential privacy covers the weights only),
 and each value is a 64-bit number a job's own code chooses.
 """
@@ -27,6 +31,8 @@ from nvflare.apis.fl_context import FLContext
 from dose3d_fl.fl.policy.payload import MAX_METRICS, MAX_NAME_LENGTH
 
 METRICS_KEY = "dose3d_metrics"
+# What a segmentation site reports per organ of the task (seg_client.organ_metrics, seg_job.site_metrics).
+SEG_ORGAN_METRICS = ("val_dice", "val_hd95", "val_surface_dice", "val_cases")
 
 
 def metric_names(names: Iterable[str]) -> list[str]:
@@ -44,6 +50,12 @@ def metric_names(names: Iterable[str]) -> list[str]:
     if len(listed) > MAX_METRICS:
         raise ValueError(f"a job may declare at most {MAX_METRICS} metrics, got {len(listed)}")
     return listed
+
+
+def organ_metric_names(metrics: Iterable[str], organs: Iterable[str]) -> list[str]:
+    """``<metric>_<organ>`` for every metric and organ, metric by metric (e.g. ``val_dice_Spleen``)."""
+    organs = list(organs)
+    return [f"{metric}_{organ}" for metric in metrics for organ in organs]
 
 
 def declare_metrics(recipe: Any, names: Iterable[str]) -> None:

@@ -10,8 +10,9 @@ round's results are in and aggregated then (FedAvg otherwise adds each one as it
 
 NVFlare's ``FedAvg`` logs several lines per round and per site. A person following a run wants one line:
 which round, how many sites answered, the Dice the sites measured on the global model they received
-(pooled over their validation cases), their mean local loss and how long the round took. That line goes
-to the ``dose3d.rounds`` logger, which the simulator console shows alone (``dose3d_fl.fl.log_config``).
+(pooled over their validation cases), their mean local loss and how long the round took; with several
+organs, each organ's Dice pooled over the cases that delineate it. That line goes to the ``dose3d.rounds``
+logger, which the simulator console shows alone (``dose3d_fl.fl.log_config``).
 """
 
 from __future__ import annotations
@@ -51,6 +52,29 @@ ROUND_TIMES_NAME = "round_times.jsonl"
 round_log = logging.getLogger(ROUND_LOGGER)
 
 
+ORGAN_DICE_PREFIX, ORGAN_CASES_PREFIX = "val_dice_", "val_cases_"
+
+
+def pooled_organ_dice(site_metrics: dict[str, dict[str, Any]]) -> dict[str, tuple[float, int]]:
+    """Organ -> (Dice pooled over the sites' cases that score it, those cases), from ``val_dice_<organ>``
+    and ``val_cases_<organ>`` of each site's metrics; organs in the order the sites name them."""
+    pooled: dict[str, list[tuple[float, int]]] = {}
+    for metrics in site_metrics.values():
+        for name, value in metrics.items():
+            if not name.startswith(ORGAN_DICE_PREFIX):
+                continue
+            organ = name.removeprefix(ORGAN_DICE_PREFIX)
+            cases = int(metrics.get(ORGAN_CASES_PREFIX + organ, 1) or 0)
+            entries = pooled.setdefault(organ, [])
+            if isinstance(value, (int, float)) and not math.isnan(float(value)) and cases:
+                entries.append((float(value), cases))
+    out = {}
+    for organ, entries in pooled.items():
+        cases = sum(n for _, n in entries)
+        out[organ] = (sum(d * n for d, n in entries) / cases if cases else math.nan, cases)
+    return out
+
+
 def format_round_line(
     current_round: int, num_rounds: int, site_metrics: dict[str, dict[str, Any]], seconds: float
 ) -> str:
@@ -59,7 +83,8 @@ def format_round_line(
     Args:
         current_round: 0-based round index.
         num_rounds: rounds of the job.
-        site_metrics: site name -> the metrics it sent (``val_dice``, ``val_cases``, ``train_loss``).
+        site_metrics: site name -> the metrics it sent (``val_dice``, ``val_cases``, ``train_loss``, and
+            ``val_dice_<organ>`` / ``val_cases_<organ>`` per organ).
         seconds: wall time of the round.
     """
     pooled = [
@@ -72,9 +97,15 @@ def format_round_line(
     losses = [float(m["train_loss"]) for m in site_metrics.values() if "train_loss" in m]
     loss = sum(losses) / len(losses) if losses else math.nan
     received = "initial model" if current_round == 0 else f"round {current_round} model"
+    organs = pooled_organ_dice(site_metrics)
+    per_organ = (
+        " (" + ", ".join(f"{organ} {value:.3f}" for organ, (value, _) in organs.items()) + ")"
+        if len(organs) > 1
+        else ""
+    )
     return (
         f"round {current_round + 1}/{num_rounds}: {len(site_metrics)} site(s), "
-        f"Dice of the {received} {dice:.4f} on {cases} val case(s), "
+        f"Dice of the {received} {dice:.4f} on {cases} val case(s){per_organ}, "
         f"local loss {loss:.4f}, {seconds:.1f} s"
     )
 

@@ -21,6 +21,7 @@ that a site missed gets a line on the ``dose3d.rounds`` logger.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -51,6 +52,11 @@ ROUND_LOGGER = "dose3d.rounds"
 CHECKPOINT_DIR = "dose3d_checkpoints"
 CHECKPOINT_DIR_ENV = "DOSE3D_CHECKPOINT_DIR"
 PARTICIPATION_FILE = "participation.json"
+# Set in a job's meta by the server's AutoResume (fl/server/auto_resume.py) when it resubmits a job that a server
+# restart interrupted: the id of the job whose checkpoint this one continues.
+RESUME_FROM_META = "dose3d_resume_from"
+# The app command AutoResume sends a running job when a restarted site was given the job again.
+SYNC_CLIENTS_TOPIC = "dose3d.sync_clients"
 round_log = logging.getLogger(ROUND_LOGGER)
 
 
@@ -127,6 +133,7 @@ class ResilientFedAvg(FedAvg):
         self._answered: list[str] = []
         self._failed: list[str] = []  # sites whose result came but was not aggregated (an error, no weights)
         self._missing: dict[str, tuple[int, float]] = {}  # site -> (1-based round it missed, when it closed)
+        self._in_rounds = False  # a site restarted now is taken back (see _sync_clients)
 
     def set_communicator(self, communicator: WFCommSpec) -> None:
         super().set_communicator(communicator)
@@ -149,8 +156,11 @@ class ResilientFedAvg(FedAvg):
                 enabled=self.enable_tensor_disk_offload,
                 job_id=self.fl_ctx.get_job_id("job"),
             )
+            self._accept_rejoining_sites()
+            self._in_rounds = True
             self._run_rounds()
         finally:
+            self._in_rounds = False
             cleanup_tensor_disk_offload(engine=getattr(self, "engine", None), context=context)
 
     def _run_rounds(self) -> None:
@@ -158,6 +168,8 @@ class ResilientFedAvg(FedAvg):
         self.fl_ctx.set_prop(AppConstants.NUM_ROUNDS, self.num_rounds, private=True, sticky=False)
         model = self._initial_model()
         model.total_rounds = self.num_rounds
+        if self.start_round >= self.num_rounds:  # every round ran before the interruption: this job's result
+            self.save_model(model)
         for current_round in range(self.start_round, self.num_rounds):
             self.current_round = current_round
             if self.abort_signal.triggered:
@@ -181,9 +193,16 @@ class ResilientFedAvg(FedAvg):
             model = self.model if isinstance(self.model, FLModel) else FLModel(params=self.model)
         else:
             model = self.load_model()
-        if self.resume:
+        resume_from = self._resume_from()
+        if self.resume or resume_from:
             path = checkpoint_path(Path(self.engine.get_workspace().get_root_dir()), self.checkpoint_name)
             checkpoint = load_resume_checkpoint(path)
+            if resume_from and checkpoint.get("job_id") != resume_from:
+                raise RuntimeError(
+                    f"{path} is the checkpoint of job {checkpoint.get('job_id')}, not of job {resume_from} that this "
+                    "job was submitted to continue: another job of the same name ran in between; submit the job "
+                    "again (without resume to start afresh)"
+                )
             model.params = checkpoint["model"]
             self.start_round = int(checkpoint["next_round"])
             self._participation = list(checkpoint.get("participation", []))
@@ -197,6 +216,34 @@ class ResilientFedAvg(FedAvg):
             )
         model.start_round = self.start_round
         return model
+
+    def _resume_from(self) -> str | None:
+        """The interrupted job this one continues, when the server's AutoResume resubmitted it (see its meta)."""
+        try:
+            meta_path = self.engine.get_workspace().get_job_meta_path(self.fl_ctx.get_job_id())
+            return json.loads(Path(meta_path).read_text()).get(RESUME_FROM_META)
+        except (AttributeError, OSError, ValueError):  # the simulator has no job meta file
+            return None
+
+    def _accept_rejoining_sites(self) -> None:
+        # NVFlare 2.9 registers a restarted site under a new client identity and never deploys a running job to it
+        # again. The server's AutoResume does (fl/server/auto_resume.py), records the site's new identity with the
+        # job's participants
+        # and sends this command: the job then reads its participants again and accepts the site's requests.
+        register = getattr(self.engine, "register_app_command", None)
+        if register is None:  # an engine without app commands
+            return
+        with contextlib.suppress(RuntimeError):  # registered by an earlier workflow of this job
+            register(SYNC_CLIENTS_TOPIC, self._sync_clients)
+
+    def _sync_clients(self, topic: str, data: Any, fl_ctx: FLContext) -> dict:
+        # {"probe": true} only asks whether the job still runs rounds (a site started now would train in one).
+        if self._in_rounds and not (isinstance(data, dict) and data.get("probe")):
+            self.engine.sync_clients_from_main_process()
+        return {
+            "accepting": self._in_rounds,
+            "clients": sorted(client.name for client in self.engine.get_clients()),
+        }
 
     def _run_round(self, model: FLModel) -> FLModel | None:
         self.info(center_message(message=f"Round {self.current_round} started.", boarder_str="-"))

@@ -1,0 +1,220 @@
+"""Organs at risk: the federated model against the central model, per organ, on the same held-out patients.
+
+The task of ``make demo``: the synthetic federation with organs at risk (3 sites, 12, 8 and 5 patients, seed 0;
+three naming conventions; partial delineation), ingested for the organs (default all seven). Two models:
+
+* **federated**: the ``seg_fedavg`` job in NVFlare's simulator with the job's defaults (25 rounds x 4 local
+  epochs, FedAvg), ``FL_global_model.pt`` of the last round, run in ``WORK/fl`` unless a model is there
+  already; ``--fl-workspace`` scores an existing run instead (e.g. ``runs/demo`` after ``make demo``, the same
+  job); the run's own ``summary.json`` (its sites' 6 validation cases) is copied into the result;
+* **central**: ``dose3d train`` on the pooled training cases of the same split, ``rounds x local_epochs``
+  epochs (the benchmark's budget for a central model, ``dose3d bench``).
+
+Both are scored on new patients of the same three scanners (10 per scanner, synthesis seed 1000, never used
+for training or choosing), ingested the same way: each organ on the held-out cases that delineate it (the
+held-out sites omit organs as their habits say), with the one validation code of the project
+(``SegTrainer.validate``: Dice, HD95 and surface Dice at 4 mm on the profile's 4 mm grid). Per organ it
+reports both models' means, the ratio federated / central of the mean Dice (target >= 0.98 for every organ),
+and the mean paired per-case Dice difference with a 95 % bootstrap interval. Writes
+``benchmarks/results/organs.json``.
+
+Usage: ``nice -n 10 .venv/bin/python benchmarks/organs.py [--work runs/organs] [--fl-workspace runs/demo]
+[--organs Spleen,Liver,...] [--threads 2]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dose3d_fl.bench.runner import machine
+from dose3d_fl.data.cases import SiteCases
+from dose3d_fl.data.manifest import Manifest
+from dose3d_fl.data.split import SiteSplit, split_cases
+from dose3d_fl.files import json_safe
+from dose3d_fl.fl import DEFAULT_LOCAL_EPOCHS, DEFAULT_ROUNDS
+from dose3d_fl.fl.seg_job import JOB_NAME, SegJobConfig
+from dose3d_fl.fl.simulate import SimulationConfig, simulate_seg
+from dose3d_fl.seg.checkpoint import load_checkpoint
+from dose3d_fl.seg.profiles import SegProfile, get_profile
+from dose3d_fl.seg.trainer import SegTrainer
+from dose3d_fl.seg.training_run import MODEL_NAME, train_on_caches
+from dose3d_fl.synth.demo_sites import DEMO_ORGANS, prepare_site_data
+
+RESULTS = Path(__file__).parent / "results" / "organs.json"
+HELDOUT_PATIENTS, HELDOUT_SEED = 10, 1000
+TARGET = 0.98
+
+
+def heldout_sites(caches: list[Path], organs: tuple[str, ...]) -> list[SiteCases]:
+    """Every ingested case of each held-out cache, read in the task's organ order, all for evaluation."""
+    sites = []
+    for cache in caches:
+        ids = [case.id for case in Manifest.load(cache).cases]
+        _, cases = split_cases(cache, SiteSplit(train=[], val=ids, seed=0, val_fraction=1.0), organs)
+        sites.append(SiteCases(cache.name, cache, [], cases))
+    return sites
+
+
+def score(
+    weights: dict[str, torch.Tensor], sites: list[SiteCases], profile: SegProfile, threads: int
+) -> dict:
+    """Per organ and case (``OrganMetrics.to_json`` cases) of a model on every held-out site."""
+    cases: dict[str, dict] = {}
+    for site in sites:
+        trainer = SegTrainer([], site.val, profile, num_threads=threads, show_progress=False)
+        trainer.set_weights(weights)
+        result = trainer.validate()
+        cases |= {f"{site.name}/{case}": organs for case, organs in result["organ_metrics"]["cases"].items()}
+    return cases
+
+
+def organ_means(cases: dict[str, dict], organ: str) -> dict[str, float | int]:
+    """Mean Dice, HD95 (finite values), surface Dice over the cases that score ``organ``; misses counted."""
+    rows = [c[organ] for c in cases.values() if c[organ]["dice"] is not None]
+    hd95 = [r["hd95"] for r in rows if r["hd95"] is not None]
+    return {
+        "cases": len(rows),
+        "dice": float(np.mean([r["dice"] for r in rows])) if rows else math.nan,
+        "hd95_mm": float(np.mean(hd95)) if hd95 else math.nan,
+        "surface_dice": float(np.mean([r["surface_dice"] for r in rows])) if rows else math.nan,
+        "missed": sum(r["hd95"] is None for r in rows),
+    }
+
+
+def paired_difference(a: dict[str, dict], b: dict[str, dict], organ: str, seed: int = 0) -> dict[str, float]:
+    """Mean per-case Dice difference a - b over the cases scoring ``organ``, 95 % bootstrap interval."""
+    keys = sorted(k for k in a if a[k][organ]["dice"] is not None and b[k][organ]["dice"] is not None)
+    if not keys:
+        return {"cases": 0, "mean": math.nan, "ci95_low": math.nan, "ci95_high": math.nan}
+    diff = np.array([a[k][organ]["dice"] - b[k][organ]["dice"] for k in keys])
+    means = diff[np.random.default_rng(seed).integers(0, len(keys), size=(10000, len(keys)))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return {"cases": len(keys), "mean": float(diff.mean()), "ci95_low": float(low), "ci95_high": float(high)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--work", type=Path, default=Path("runs/organs"), help="work folder (data, runs)")
+    parser.add_argument(
+        "--fl-workspace",
+        type=Path,
+        default=None,
+        help="score the final global model of this finished `dose3d fl simulate` workspace (its data are the "
+        "training data) instead of running the job in WORK/fl",
+    )
+    parser.add_argument("--organs", default=",".join(DEMO_ORGANS), help="TG-263 organs (default all seven)")
+    parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS)
+    parser.add_argument("--local-epochs", type=int, default=DEFAULT_LOCAL_EPOCHS)
+    parser.add_argument(
+        "--threads", type=int, default=2, help="torch threads of central training and scoring"
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    organs = tuple(o for o in args.organs.split(",") if o)
+    profile = get_profile().replace(organs=organs)
+    timings: dict[str, float] = {}
+
+    fl_workspace = (args.fl_workspace or args.work / "fl").resolve()
+    fl_model = (
+        fl_workspace / "sim" / JOB_NAME / "server" / "simulate_job" / "app_server" / "FL_global_model.pt"
+    )
+    if args.fl_workspace is None and not fl_model.is_file():
+        start = time.perf_counter()
+        job = SegJobConfig(
+            num_rounds=args.rounds, local_epochs=args.local_epochs, organs=organs, tensorboard=False
+        )
+        simulate_seg(SimulationConfig(workspace=fl_workspace, sites=3, job=job, seed=0))
+        timings["federated_s"] = round(time.perf_counter() - start, 1)
+    saved = torch.load(fl_model, map_location="cpu", weights_only=True)
+    if tuple(saved["profile"]["organs"]) != organs:
+        print(f"organs: {fl_model} segments {saved['profile']['organs']}, not {organs}", file=sys.stderr)
+        return 2
+    summary_file = fl_workspace / "summary.json"
+    fl_summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
+    caches = prepare_site_data(fl_workspace, 3, 0, organs=organs)  # the federation's own caches and split
+
+    central_dir = args.work / "central"
+    if not (central_dir / MODEL_NAME).is_file():
+        start = time.perf_counter()
+        train_on_caches(
+            caches,
+            central_dir,
+            profile,
+            args.rounds * args.local_epochs,
+            num_threads=args.threads,
+            show_progress=False,
+        )
+        timings["central_s"] = round(time.perf_counter() - start, 1)
+    central = load_checkpoint(central_dir / MODEL_NAME)
+
+    start = time.perf_counter()
+    held = prepare_site_data(
+        args.work / f"heldout-seed-{HELDOUT_SEED}", 3, HELDOUT_SEED, [HELDOUT_PATIENTS] * 3, organs=organs
+    )
+    sites = heldout_sites(held, organs)
+    scores = {
+        "federated": score(saved["model"], sites, profile, args.threads),
+        "central": score(central.model, sites, profile, args.threads),
+    }
+    timings["heldout_s"] = round(time.perf_counter() - start, 1)
+
+    per_organ = {}
+    for organ in organs:
+        fed, cen = organ_means(scores["federated"], organ), organ_means(scores["central"], organ)
+        ratio = fed["dice"] / cen["dice"] if cen["dice"] else math.nan
+        per_organ[organ] = {
+            "federated": fed,
+            "central": cen,
+            "federated_over_central_dice": ratio,
+            "meets_target": bool(ratio >= TARGET),
+            "paired_dice_difference": paired_difference(scores["federated"], scores["central"], organ),
+        }
+    results = {
+        "command": " ".join(["python benchmarks/organs.py", *(argv if argv is not None else sys.argv[1:])]),
+        "machine": machine(),
+        "organs": list(organs),
+        "training": "3 synthetic sites with organs at risk (12, 8, 5 patients, seed 0), partial delineation",
+        "federated": os.path.relpath(fl_model),
+        "federated_job": {"rounds": args.rounds, "local_epochs": args.local_epochs, "aggregation": "fedavg"},
+        "central": f"{args.rounds * args.local_epochs} epochs on the pooled training cases, profile cpu-small",
+        "heldout": f"{HELDOUT_PATIENTS} patients per scanner x 3 scanners, synthesis seed {HELDOUT_SEED}; "
+        "each organ on the cases that delineate it",
+        "surface_dice_tolerance_mm": 4.0,
+        "target": f"federated / central mean Dice >= {TARGET} for every organ",
+        "all_organs_meet_target": all(v["meets_target"] for v in per_organ.values()),
+        "per_organ": per_organ,
+        # What the federated run itself printed: the final model on the sites' 6 validation cases.
+        "federated_validation": {
+            key: fl_summary.get(key)
+            for key in ("final_val_dice", "organ_val", "site_val_dice", "site_val_cases")
+        },
+        "seconds": timings,
+        "cases": scores,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(json_safe(results), indent=2) + "\n")
+    print(f"{'organ':<10} {'cases':>5} {'central':>8} {'federated':>9} {'ratio':>6}  paired diff [95% CI]")
+    for organ, row in per_organ.items():
+        diff = row["paired_dice_difference"]
+        print(
+            f"{organ:<10} {row['central']['cases']:>5} {row['central']['dice']:>8.4f} "
+            f"{row['federated']['dice']:>9.4f} {row['federated_over_central_dice']:>6.3f}  "
+            f"{diff['mean']:+.4f} [{diff['ci95_low']:+.4f}, {diff['ci95_high']:+.4f}]"
+        )
+    print(f"-> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

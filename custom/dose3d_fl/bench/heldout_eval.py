@@ -1,0 +1,107 @@
+"""Held-out patients for the benchmark's Dice claims: new synthetic patients of the same three scanners.
+
+The same synthesis seed and counts as ``benchmarks/heldout.py`` (10 patients per scanner, seed 1000, never
+used for training, tuning or choosing), the same evaluator as every other figure of the benchmark
+(``bench.evaluate``), and the paired per-case difference between two models with a 95 % bootstrap interval.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dose3d_fl.bench.evaluate import Evaluator
+from dose3d_fl.data.cases import SiteCases
+from dose3d_fl.data.manifest import Manifest
+from dose3d_fl.data.split import SiteSplit, split_cases
+from dose3d_fl.seg.profiles import SegProfile
+from dose3d_fl.synth.demo_sites import prepare_site_data
+
+HELDOUT_PATIENTS = 10
+HELDOUT_SEED = 1000
+
+
+def heldout_sites(caches: list[Path]) -> list[SiteCases]:
+    """Every ingested case of each held-out cache, all of them for evaluation."""
+    sites = []
+    for cache in caches:
+        ids = [case.id for case in Manifest.load(cache).cases]
+        _, cases = split_cases(cache, SiteSplit(train=[], val=ids, seed=0, val_fraction=1.0))
+        sites.append(SiteCases(cache.name, cache, [], cases))
+    return sites
+
+
+def heldout_evaluator(
+    work: Path,
+    profile: SegProfile,
+    patients: int = HELDOUT_PATIENTS,
+    seed: int = HELDOUT_SEED,
+    sites: int = 3,
+) -> Evaluator:
+    """Synthesise and ingest the held-out patients once under ``work`` and return an evaluator on all of them.
+
+    Args:
+        work: the benchmark's work folder (the patients go to ``work/heldout-seed-<seed>``).
+        profile: the benchmark's profile (preprocessing of the cases).
+        patients: held-out patients per scanner.
+        seed: synthesis seed (one the benchmark never trains on).
+        sites: scanners (the benchmark's sites).
+    """
+    caches = prepare_site_data(work / f"heldout-seed-{seed}", sites, seed, [patients] * sites)
+    return Evaluator(heldout_sites(caches), profile, num_threads=os.cpu_count())
+
+
+def paired_difference(
+    cases: dict[str, float], reference: dict[str, float], resamples: int = 10000, seed: int = 0
+) -> dict[str, float]:
+    """Mean per-case Dice difference from ``reference`` over the cases both scored, with a 95 % percentile
+    bootstrap interval (cases resampled with replacement)."""
+    keys = sorted(
+        k for k in cases if k in reference and not math.isnan(cases[k]) and not math.isnan(reference[k])
+    )
+    if not keys:
+        return {"cases": 0, "mean": math.nan, "ci95_low": math.nan, "ci95_high": math.nan}
+    differences = np.array([cases[k] - reference[k] for k in keys])
+    draws = np.random.default_rng(seed).integers(0, len(keys), size=(resamples, len(keys)))
+    means = differences[draws].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return {
+        "cases": len(keys),
+        "mean": float(differences.mean()),
+        "ci95_low": float(low),
+        "ci95_high": float(high),
+    }
+
+
+def heldout_scores(evaluator: Evaluator, models: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each final model on the held-out patients: union and per-scanner Dice, and the paired per-case
+    difference from the model named ``central`` (95 % bootstrap interval).
+
+    Args:
+        evaluator: ``heldout_evaluator``'s.
+        models: run name -> its final model: a model file, a state dict, or one state dict per site (FedBN:
+            each scanner's patients scored with the model of the site with that scanner); ``None``: skipped.
+    """
+    scores = {}
+    for name, model in models.items():
+        if isinstance(model, Path):
+            scores[name] = evaluator.evaluate(model)
+        elif model and all(isinstance(v, dict) for v in model.values()):
+            scores[name] = evaluator.evaluate_site_weights(model)
+        elif model:
+            scores[name] = evaluator.evaluate_weights(model)
+    central = scores.get("central")
+    return {
+        name: {
+            "union_dice": score["union_val_dice"],
+            "site_dice": score["site_val_dice"],
+            "difference_from_central": (
+                paired_difference(score["case_dice"], central["case_dice"]) if central else None
+            ),
+        }
+        for name, score in scores.items()
+    }
