@@ -39,7 +39,7 @@ def test_every_group_registers_its_commands_in_the_help_order() -> None:
         "send": [],
         "geometry": [],
         "report": [],
-        "gan": ["train", "sample"],
+        "gan": ["train", "sample", "export"],
         "poc": ["up", "submit", "status", "down"],
         "provision": [],
         "site": ["check"],

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from nvflare.apis.fl_exception import FLCommunicationError
 from nvflare.fuel.flare_api.api_spec import AuthorizationError, InvalidJobDefinition, NoConnection
 from nvflare.fuel.flare_api.flare_api import Session, new_secure_session
 
@@ -26,6 +27,8 @@ COMPLETED = "FINISHED:COMPLETED"
 # The FLARE API's errors of a submission whose message says it all (the admin may not submit, the server refused
 # the job, or the server cannot be reached): callers report them in one line without importing nvflare.
 SUBMIT_ERRORS: tuple[type[Exception], ...] = (AuthorizationError, InvalidJobDefinition, NoConnection)
+# What a FLARE API login raises while the server is still starting up.
+_HANDSHAKE_RACES: tuple[type[Exception], ...] = (TypeError, FLCommunicationError)
 
 # Server job-log lines worth showing a person who waits: the dose3d round summary (logger dose3d.rounds) and
 # NVFlare FedAvg's round and aggregation milestones.
@@ -72,7 +75,20 @@ def open_session(admin_kit: Path, timeout: float = 60.0) -> Session:
         timeout: how long to try to reach the server.
     """
     admin_kit = Path(admin_kit).resolve()
-    return new_secure_session(admin_username(admin_kit), str(admin_kit), timeout=timeout)
+    username = admin_username(admin_kit)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return new_secure_session(username, str(admin_kit), timeout=max(1.0, deadline - time.monotonic()))
+        except _HANDSHAKE_RACES as error:
+            # A server that has just opened its port can answer the identity challenge before its identity is
+            # loaded (NVFlare 2.9 then fails inside the client with a TypeError on the missing certificate).
+            if time.monotonic() > deadline:
+                raise NoConnection(
+                    f"the server did not complete the admin handshake within {timeout:.0f} s: {error}"
+                ) from error
+            logger.debug("admin handshake not ready (%s); retrying", error)
+            time.sleep(1.0)
 
 
 def connected_clients(session: Session) -> list[str]:
