@@ -117,6 +117,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS)
     parser.add_argument("--local-epochs", type=int, default=DEFAULT_LOCAL_EPOCHS)
     parser.add_argument(
+        "--central-epochs",
+        type=int,
+        default=None,
+        help="epochs of the central model (default rounds x local epochs); a central model already in "
+        "WORK/central is scored as it is",
+    )
+    parser.add_argument(
         "--threads", type=int, default=2, help="torch threads of central training and scoring"
     )
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -151,12 +158,18 @@ def main(argv: list[str] | None = None) -> int:
             caches,
             central_dir,
             profile,
-            args.rounds * args.local_epochs,
+            args.central_epochs or args.rounds * args.local_epochs,
             num_threads=args.threads,
             show_progress=False,
         )
         timings["central_s"] = round(time.perf_counter() - start, 1)
     central = load_checkpoint(central_dir / MODEL_NAME)
+    # Runs made earlier: their own records (the central run's metrics.json, the job's round times).
+    timings.setdefault("central_s", central.meta.get("metrics", {}).get("seconds"))
+    round_times = fl_model.parents[1] / "metrics" / "round_times.jsonl"
+    if "federated_s" not in timings and round_times.is_file():
+        rounds = [json.loads(line)["seconds"] for line in round_times.read_text().splitlines()]
+        timings["federated_rounds_s"] = round(sum(rounds), 1)
 
     start = time.perf_counter()
     held = prepare_site_data(
@@ -187,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
         "training": "3 synthetic sites with organs at risk (12, 8, 5 patients, seed 0), partial delineation",
         "federated": os.path.relpath(fl_model),
         "federated_job": {"rounds": args.rounds, "local_epochs": args.local_epochs, "aggregation": "fedavg"},
-        "central": f"{args.rounds * args.local_epochs} epochs on the pooled training cases, profile cpu-small",
+        "central": f"{central.meta.get('epochs')} epochs on the pooled training cases of the same split, "
+        "profile cpu-small",
         "heldout": f"{HELDOUT_PATIENTS} patients per scanner x 3 scanners, synthesis seed {HELDOUT_SEED}; "
         "each organ on the cases that delineate it",
         "surface_dice_tolerance_mm": 4.0,
@@ -199,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
             key: fl_summary.get(key)
             for key in ("final_val_dice", "organ_val", "site_val_dice", "site_val_cases")
         },
+        # Wall seconds on this host: central_s and federated_s of the whole run (federated_rounds_s: the sum of
+        # the job's rounds from its server's round_times.jsonl, when the job ran before this script).
         "seconds": timings,
         "cases": scores,
     }

@@ -15,6 +15,7 @@ from dose3d_fl.data.cases import load_site_cases
 from dose3d_fl.data.manifest import Manifest
 from dose3d_fl.fl.seg_job import JOB_NAME, SegJobConfig, site_metrics
 from dose3d_fl.fl.simulate import SimulationConfig, format_simulation_summary, simulate_seg
+from dose3d_fl.synth.demo_sites import prepare_site_data
 from tests.seg.organ_sites import ORGANS, organ_sites
 
 pytestmark = pytest.mark.slow
@@ -67,3 +68,11 @@ def test_three_organ_job_in_the_simulator(tmp_path: Path) -> None:
     log = (tmp_path / "sim" / JOB_NAME / "server" / "log.txt").read_text()
     assert "(Spleen " in log and ", Pancreas " in log
     assert all(math.isfinite(d) or math.isnan(d) for d in summary["round_val_dice"])
+
+    # The caches serve a task of fewer organs as they are; a task with an organ they lack ingests them again.
+    manifest = caches[0] / "manifest.json"
+    before = manifest.stat().st_mtime_ns
+    prepare_site_data(tmp_path, 2, 0, [3, 3], organs=("Spleen",))
+    assert manifest.stat().st_mtime_ns == before
+    prepare_site_data(tmp_path, 2, 0, [3, 3], organs=("Spleen", "Kidney_L"))
+    assert Manifest.load(caches[0]).organs == ["Spleen", "Kidney_L"]

@@ -130,3 +130,20 @@ def test_scores_must_fit_the_accumulator() -> None:
         OrganMetrics(ORGANS).add(scores, ["a"])
     with pytest.raises(ValueError, match="2 case ids for 1"):
         OrganMetrics(ORGANS[:1]).add(scores, ["a", "b"])
+
+
+def test_dice_alone_skips_the_distances_and_still_counts_a_miss() -> None:
+    """``distances=False`` (a federated site's training rounds): the same Dice, HD95 and surface Dice NaN, and
+    a missed organ still HD95 ``inf`` so that ``summary()`` counts it."""
+    label, prediction = _volume(), _volume()
+    label[0, 0, 2:6, 2:6, 2:6] = 1
+    prediction[0, 0, 2:6, 2:6, 3:7] = 1
+    label[0, 0, 8:10, 8:10, 8:10] = 2  # the liver, not predicted
+    full = score_organs(prediction, label, ORGANS, (2.0, 2.0, 2.0))
+    quick = score_organs(prediction, label, ORGANS, (2.0, 2.0, 2.0), distances=False)
+    np.testing.assert_array_equal(quick.dice, full.dice)
+    assert math.isnan(quick.hd95[0, 0]) and math.isnan(quick.surface_dice[0, 0])
+    assert quick.hd95[0, 1] == math.inf and math.isnan(quick.surface_dice[0, 1])
+    metrics = OrganMetrics(ORGANS)
+    metrics.add(quick, ["case"])
+    assert metrics.summary()["Liver"]["missed"] == 1 and math.isnan(metrics.summary()["Spleen"]["hd95"])

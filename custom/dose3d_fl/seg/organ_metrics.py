@@ -73,6 +73,7 @@ def score_organs(
     spacing: Sequence[float],
     labelled: torch.Tensor | np.ndarray | Sequence[Sequence[bool]] | None = None,
     tolerance_mm: float = DEFAULT_TOLERANCE_MM,
+    distances: bool = True,
 ) -> OrganScores:
     """Dice, HD95 and surface Dice of each organ of each case of a batch.
 
@@ -84,6 +85,8 @@ def score_organs(
             grids in separate calls).
         labelled: ``(B, N)`` bool, which organs each case delineates; None: all of them.
         tolerance_mm: surface Dice tolerance.
+        distances: compute HD95 and surface Dice (the surface distances, most of the time); False: Dice
+            alone, HD95 and surface Dice NaN except HD95 ``inf`` for a missed organ, so misses still count.
 
     Returns:
         The scores, NaN where an organ is unlabelled or absent from the reference.
@@ -107,14 +110,10 @@ def score_organs(
         raise ValueError(f"spacing {spacing} has {len(spacing)} values for {y.dim() - 2} spatial axes")
 
     dice = DiceMetric(include_background=False, reduction="none", ignore_empty=True)(y_pred, y)
-    with warnings.catch_warnings():
-        # MONAI warns for every empty class and about an argument it passes itself; both are handled here.
-        warnings.filterwarnings("ignore", message=".* is all 0", category=UserWarning)
-        warnings.filterwarnings("ignore", message=".*always_return_as_numpy", category=FutureWarning)
-        hd95 = compute_hausdorff_distance(y_pred, y, include_background=False, percentile=95, spacing=spacing)
-        surface = compute_surface_dice(
-            y_pred, y, [tolerance_mm] * len(organs), include_background=False, spacing=spacing
-        )
+    if not distances:
+        hd95 = surface = torch.full_like(dice, math.nan)
+    else:
+        hd95, surface = _distances(y_pred, y, spacing, tolerance_mm, len(organs))
     dice, hd95, surface = (
         t.detach().double().cpu().numpy().reshape(batch, -1) for t in (dice, hd95, surface)
     )
@@ -123,11 +122,26 @@ def score_organs(
     predicted = y_pred[:, 1:].flatten(2).any(dim=2).cpu().numpy()
     missed = reference & ~predicted
     hd95[missed] = math.inf
-    surface[missed] = 0.0
+    surface[missed] = 0.0 if distances else math.nan
     dice[missed] = 0.0
     for values in (dice, hd95, surface):
         values[~mask | ~reference] = math.nan
     return OrganScores(tuple(organs), dice, hd95, surface, float(tolerance_mm))
+
+
+def _distances(
+    y_pred: torch.Tensor, y: torch.Tensor, spacing: list[float], tolerance_mm: float, organs: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """MONAI's HD95 and surface Dice of one-hot batches, ``(B, N)`` each."""
+    with warnings.catch_warnings():
+        # MONAI warns for every empty class and about an argument it passes itself; both are handled here.
+        warnings.filterwarnings("ignore", message=".* is all 0", category=UserWarning)
+        warnings.filterwarnings("ignore", message=".*always_return_as_numpy", category=FutureWarning)
+        hd95 = compute_hausdorff_distance(y_pred, y, include_background=False, percentile=95, spacing=spacing)
+        surface = compute_surface_dice(
+            y_pred, y, [tolerance_mm] * organs, include_background=False, spacing=spacing
+        )
+    return hd95, surface
 
 
 def _mean(values: list[float]) -> float:

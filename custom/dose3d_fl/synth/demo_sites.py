@@ -77,8 +77,10 @@ def prepare_caches(
 ) -> dict[str, Path]:
     """Synthesise and ingest the sites whose cache has no manifest yet; return site -> cache folder.
 
-    A site whose cache holds other organs than the task's is ingested again from ``dicom_dir/<site>`` when that
-    folder exists (else its cache is used as it is: an organ it lacks is unlabelled there).
+    A site whose cache lacks some of the task's organs is ingested again for the task from ``dicom_dir/<site>``
+    when that folder exists (else its cache is used as it is: an organ it lacks is unlabelled there). A cache
+    holding more organs than the task is used as it is: the task reads its own organs from it, the others are
+    background (``dose3d_fl.data.cases``).
 
     Args:
         caches: each site's cache folder.
@@ -110,7 +112,7 @@ def prepare_caches(
             _ingest(folder, caches[site], organs, local_dir / site, on_progress)
     for site, cache in caches.items():
         have = _cache_organs(Path(cache))
-        if site not in missing and have is not None and tuple(have) != organs:
+        if site not in missing and have is not None and not set(organs) <= set(have):
             folder = Path(dicom_dir) / site
             if folder.is_dir():
                 _ingest(folder, Path(cache), organs, local_dir / site, on_progress)
@@ -145,7 +147,7 @@ def prepare_site_data(
     for the task's ``organs`` (default the spleen alone), with ``workspace/data/local/site-i`` the sites' local
     folders (``roi_names.json``).
 
-    Sites whose cache exists are kept (ingested again if it holds other organs). Returns the cache folders,
+    Sites whose cache exists are kept (ingested again if it lacks some of the organs). Returns the cache folders,
     ``site-1`` first.
     """
     cache = Path(workspace) / "data" / "cache"

@@ -101,7 +101,8 @@ class SiteRunner:
         # A restarted site gets its own last weights back first: under FedBN its BatchNorm layers stay.
         self.state.restore(trainer, incoming.current_round or 0)
         self.load_global(trainer, incoming.params)
-        metrics = trainer.validate()
+        # Dice per organ every round; HD95 and surface Dice (as long again) in cross-site evaluation only.
+        metrics = trainer.validate(distances=False)
         # Report the received global model's Dice (selects the best global model), then train.
         writer.add_scalar("val_dice_global", float(metrics["val_dice"]), incoming.current_round)
         # The profile's learning-rate schedule runs over the job's rounds (the share of rounds done); a
