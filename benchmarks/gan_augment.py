@@ -2,26 +2,32 @@
 
 On the demo federation's fixed data and split (3 sites, 12 / 8 / 5 patients, synthesis seed 0):
 
-1. the GAN is trained federated in NVFlare's simulator (``gan_fedavg``, ``--gan federated``, the default), or
-   pooled in one process (``--gan local``, for smoke runs);
+1. the GAN (``--gan-profile``) is trained federated in NVFlare's simulator (``gan_fedavg``, generator-only,
+   ``--gan federated``, the default), or pooled in one process (``--gan local``, for smoke runs), or taken
+   from an earlier run (``--gan-model``);
 2. the smallest site (site-3: 4 training cases) draws ``--pool`` synthetic pairs from the final global
    generator for deformed copies of its own training labels, after the memorisation check;
 3. at that site, segmentation (``--seg-profile``) is trained for exactly ``--steps`` optimiser steps per run,
    for each seed, in each arm: ``real`` (real cases, the profile's augmentation), ``real+gan`` (plus synthetic
-   pairs: ``--ratio`` synthetic per real case, from a pool of ``--repeat`` x that), ``real+classical`` (real
-   cases with strong MONAI spatial and intensity augmentation), ``real+classical+gan`` and ``gan-only``
-   (train on synthetic, test on real);
+   pairs: ``--ratio`` synthetic per real case, from a pool of ``--repeat`` x that; ``--schedule pretrain``
+   mixes them into the first ``--synthetic-share`` of the steps only), ``real+classical`` (real cases with
+   strong MONAI spatial and intensity augmentation), ``real+classical+gan`` and ``gan-only`` (train on
+   synthetic, test on real);
 4. with ``--federated``: the seg_fedavg job without and with synthetic pairs at every site (each site samples
-   for its own labels; half the local epochs with ratio 1, so the same optimiser steps);
+   for its own labels; fewer local epochs by the ratio, so the same optimiser steps);
 5. every model is scored on ``benchmarks/heldout.py``'s held-out patients (10 per scanner, synthesis seed 1000,
    never used for tuning); paired per-case differences with a 95 % bootstrap interval over seeds and cases;
 6. the realism check (a segmentation model trained on real data only scores synthetic pairs against their
    labels, and real crops for comparison), per-tissue HU statistics and the label check of every written
    pair.
 
-Writes ``benchmarks/results/gan_augment.json`` (the command is in it). Usage (about an hour on 2 busy cores):
+Each finished run keeps its result in ``WORK/runs/`` (runs without synthetic pairs, shared by every design)
+or ``WORK/DESIGN/runs/`` (``--design``), so a stopped benchmark resumes and a second design reuses the
+first one's runs without the GAN. Writes ``benchmarks/results/gan_augment.json`` (``--out``; the command is
+in it). Usage (the designs of docs/gan.md; hours on 2 busy cores):
 
-    .venv/bin/python benchmarks/gan_augment.py --federated
+    .venv/bin/python benchmarks/gan_augment.py --federated --ratio 0.5 --repeat 16 --threads 1 \\
+        --design design-2 --gan-profile cpu-small-posneg
 """
 
 from __future__ import annotations
@@ -62,31 +68,10 @@ from heldout import heldout_sites  # a sibling script, not a package
 RESULTS = Path(__file__).parent / "results" / "gan_augment.json"
 ARMS = ("real", "real+gan", "real+classical", "gan-only", "real+classical+gan")
 TARGETS = {"gan_gain": 0.02, "tstr_ratio": 0.80, "federated_drop": -0.005}
-# Settings that must agree for an earlier run's arms without the GAN to be reused.
-SAME_FOR_REUSE = (
-    "seeds",
-    "steps",
-    "seg_profile",
-    "patients",
-    "heldout_patients",
-    "fl_rounds",
-    "fl_local_epochs",
-)
-
-
-def reused_results(s: Settings) -> dict[str, Any]:
-    """The earlier run's results, checked to share this run's data, split, steps and seeds.
-
-    Raises:
-        ValueError: a setting differs (its arms would not be comparable).
-    """
-    earlier = json.loads(s.reuse.read_text())
-    different = [k for k in SAME_FOR_REUSE if earlier["settings"][k] != getattr(s, k)]
-    if different or earlier["settings"]["work"] != str(s.work):
-        raise ValueError(
-            f"--reuse {s.reuse}: settings differ ({', '.join(different) or 'work'}); run all arms"
-        )
-    return earlier
+# Settings a finished run depends on besides its arm and seed: a run file with other values is trained again.
+RUN_KEYS = ("seeds", "steps", "seg_profile", "patients", "heldout_patients", "threads")
+GAN_RUN_KEYS = ("ratio", "repeat", "schedule", "synthetic_share", "pool")
+FL_KEYS = ("fl_rounds", "fl_local_epochs", "ratio")
 
 
 @dataclass
@@ -113,13 +98,39 @@ class Settings:
     threads: int
     arms: list[str]
     design: str
-    reuse: Path | None
     gan_model: Path | None
+    schedule: str
+    synthetic_share: float
 
     @property
     def design_dir(self) -> Path:
         """Where this design's GAN, synthetic pairs and federated-with-synthetic run live."""
         return self.work / self.design
+
+    def run_file(self, name: str) -> tuple[Path, dict[str, Any]]:
+        """Where a finished run keeps its result, and the settings it depends on. Runs without synthetic
+        pairs are shared by every design of this work folder; the others belong to the design."""
+        keys = FL_KEYS if name.startswith("fl-") else RUN_KEYS + (GAN_RUN_KEYS if "gan" in name else ())
+        folder = self.design_dir if "gan" in name else self.work
+        return folder / "runs" / f"{name}.json", {k: getattr(self, k) for k in keys}
+
+
+def finished(s: Settings, name: str) -> dict[str, Any] | None:
+    """The result of a run finished before with the same settings (a benchmark that stopped resumes)."""
+    path, settings = s.run_file(name)
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    return record if record["settings"] == settings else None
+
+
+def keep(s: Settings, name: str, record: dict[str, Any]) -> dict[str, Any]:
+    """Write a finished run's result beside the work (``finished`` reads it back)."""
+    path, settings = s.run_file(name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"settings": settings, **record}
+    path.write_text(json.dumps(json_safe(record), indent=1) + "\n")
+    return record
 
 
 def classical_augmentation() -> list[Any]:
@@ -143,11 +154,40 @@ def classical_augmentation() -> list[Any]:
     ]
 
 
+def _steps(loader: Any, count: int) -> Any:
+    """``count`` batches of ``loader``, epoch after epoch."""
+    done = 0
+    while done < count:
+        for batch in loader:
+            yield batch
+            done += 1
+            if done == count:
+                return
+
+
 def train_arm(
     arm: str, real: list[dict], synthetic_dir: Path | None, seed: int, s: Settings, profile: SegProfile
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """One segmentation model of an arm, trained for exactly ``s.steps`` optimiser steps."""
+    """One segmentation model of an arm, trained for exactly ``s.steps`` optimiser steps.
+
+    ``--schedule mix``: every step draws from the real cases and the synthetic pairs mixed. ``--schedule
+    pretrain``: the first ``--synthetic-share`` of the steps draw from the mix, the rest from the real cases
+    alone (the same network and optimiser throughout, one learning-rate schedule over all steps).
+    """
     profile = profile.replace(seed=seed)
+    extra = classical_augmentation() if "classical" in arm else []
+
+    def trainer_on(cases: list[dict]) -> SegTrainer:
+        return SegTrainer(
+            cases,
+            [],
+            profile,
+            device="cpu",
+            num_threads=s.threads,
+            show_progress=False,
+            extra_augmentation=extra,
+        )
+
     if arm == "gan-only":
         cases = synthetic_cases(synthetic_dir)
     elif "gan" in arm:
@@ -156,20 +196,18 @@ def train_arm(
         )
     else:
         cases = list(real)
-    extra = classical_augmentation() if "classical" in arm else []
-    trainer = SegTrainer(
-        cases, [], profile, device="cpu", num_threads=s.threads, show_progress=False, extra_augmentation=extra
-    )
+    trainer = trainer_on(cases)
+    phases = [(trainer.train_loader, s.steps)]
+    if s.schedule == "pretrain" and "gan" in arm and arm != "gan-only":
+        mixed = round(s.synthetic_share * s.steps)
+        phases = [(trainer.train_loader, mixed), (trainer_on(list(real)).train_loader, s.steps - mixed)]
     start, step, losses = time.perf_counter(), 0, []
-    loader = trainer.train_loader
-    while step < s.steps:
-        for batch in loader:
+    for loader, count in phases:
+        for batch in _steps(loader, count):
             trainer.set_progress(step / s.steps)
             trainer.model.train()
             losses.append(trainer.train_step(batch[IMAGE], batch[LABEL]))
             step += 1
-            if step == s.steps:
-                break
     facts = {
         "steps": step,
         "train_cases": len(cases),
@@ -330,20 +368,42 @@ def federated_model(workspace: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=False)["model"]
 
 
-def federated_arms(s: Settings, model: Path, evaluator: Evaluator, names: list[str]) -> dict[str, Any]:
+def federated_arms(s: Settings, model: Path, evaluator: Evaluator) -> dict[str, Any]:
     """seg_fedavg without (``fl-real``) and with synthetic pairs at every site (``fl-real+gan``, same optimiser
-    steps): held-out scores."""
+    steps): held-out scores (each run kept, ``finished``)."""
     from dose3d_fl.fl.seg_job import SegJobConfig
     from dose3d_fl.fl.simulate import SimulationConfig, simulate_seg
     from dose3d_fl.fl.site.config import SiteConfig
 
     results = {}
     arms = {"fl-real": s.fl_local_epochs, "fl-real+gan": max(1, round(s.fl_local_epochs / (1 + s.ratio)))}
-    for name in names:
-        epochs = arms[name]
+    for name, epochs in arms.items():
+        record = finished(s, name)
+        if record is not None:
+            results[name] = record
+            continue
         workspace = s.work / name if name == "fl-real" else s.design_dir / name
+        settings = s.run_file(name)[1]
+        marker = workspace / "settings.json"
+        if (
+            (workspace / "summary.json").is_file()
+            and marker.is_file()
+            and json.loads(marker.read_text()) == settings
+        ):
+            score = evaluator.evaluate_weights(
+                federated_model(workspace)
+            )  # finished before its score was kept
+            facts = {
+                "local_epochs": epochs,
+                "heldout_dice": score["union_val_dice"],
+                "case_dice": score["case_dice"],
+            }
+            results[name] = keep(s, name, facts)
+            continue
         if workspace.exists():
             shutil.rmtree(workspace)
+        workspace.mkdir(parents=True)
+        marker.write_text(json.dumps(settings) + "\n")
         shutil.copytree(s.work / "data" / "cache", workspace / "data" / "cache")
         synthetic: dict[str, dict[str, Any]] = {}
         if name.endswith("gan"):
@@ -361,7 +421,7 @@ def federated_arms(s: Settings, model: Path, evaluator: Evaluator, names: list[s
                     config.cache_dir,
                     config.num_threads,
                     config.device,
-                    str(workspace / "synthetic" / site),
+                    str((workspace / "synthetic" / site).resolve()),
                     s.ratio,
                 ).save(path)
 
@@ -371,19 +431,21 @@ def federated_arms(s: Settings, model: Path, evaluator: Evaluator, names: list[s
         start = time.perf_counter()
         simulate_seg(SimulationConfig(workspace=workspace, sites=3, job=job), customize=add_synthetic)
         seconds = round(time.perf_counter() - start, 1)
-        weights = federated_model(workspace)
-        score = evaluator.evaluate_weights(weights)
-        results[name] = {
-            "local_epochs": epochs,
-            "seconds": seconds,
-            "heldout_dice": score["union_val_dice"],
-            "case_dice": score["case_dice"],
-            "synthetic": {
-                site: {k: v for k, v in r.items() if k != "memorization_scores"}
-                for site, r in synthetic.items()
+        score = evaluator.evaluate_weights(federated_model(workspace))
+        results[name] = keep(
+            s,
+            name,
+            {
+                "local_epochs": epochs,
+                "seconds": seconds,
+                "heldout_dice": score["union_val_dice"],
+                "case_dice": score["case_dice"],
+                "synthetic": {
+                    site: {k: v for k, v in r.items() if k != "memorization_scores"}
+                    for site, r in synthetic.items()
+                },
             },
-            "weights": weights,
-        }
+        )
     return results
 
 
@@ -416,17 +478,22 @@ def parse(argv: list[str] | None) -> Settings:
     parser.add_argument("--arms", default=",".join(ARMS), help="comma-separated arms to run")
     parser.add_argument("--design", default="design-1", help="name of this GAN design's sub-folder of --work")
     parser.add_argument(
-        "--reuse",
-        type=Path,
-        default=None,
-        help="results JSON of an earlier run with the same data, steps and seeds: take its arms without the "
-        "GAN (and fl-real) from there instead of training them again",
-    )
-    parser.add_argument(
         "--gan-model",
         type=Path,
         default=None,
         help="an earlier run's GAN model file: sample from it, train none",
+    )
+    parser.add_argument(
+        "--schedule",
+        choices=("mix", "pretrain"),
+        default="mix",
+        help="synthetic pairs mixed into every step (mix) or only into the first steps (pretrain)",
+    )
+    parser.add_argument(
+        "--synthetic-share",
+        type=float,
+        default=0.5,
+        help="pretrain: the share of steps that see synthetic pairs",
     )
     a = parser.parse_args(argv)
     arms = [arm for arm in a.arms.split(",") if arm]
@@ -438,8 +505,8 @@ def parse(argv: list[str] | None) -> Settings:
     return Settings(
         a.work, a.out, a.seeds, a.steps, a.gan, a.gan_profile, a.gan_rounds, a.gan_local_epochs, a.seg_profile,
         a.ratio, a.repeat, a.pool, a.federated, a.fl_rounds, a.fl_local_epochs,
-        [int(n) for n in a.patients.split(",")], a.heldout_patients, a.threads, arms, a.design, a.reuse,
-        a.gan_model,
+        [int(n) for n in a.patients.split(",")], a.heldout_patients, a.threads, arms, a.design,
+        a.gan_model, a.schedule, a.synthetic_share,
     )  # fmt: skip
 
 
@@ -460,50 +527,40 @@ def main(argv: list[str] | None = None) -> int:
         model, gan_record = train_gan(s, caches)
     synthetic_dir = s.design_dir / "synthetic" / smallest.name
     sampled, report = sample_site(model, smallest.cache_dir, synthetic_dir, s.pool, s)
-    print(f"GAN: {gan_record['seconds']} s; {sampled['written']} pairs at {smallest.name}", flush=True)
+    print(
+        f"GAN: {gan_record.get('seconds', 'reused')} s; {sampled['written']} pairs at {smallest.name}",
+        flush=True,
+    )
 
     scores: dict[str, dict[int, dict[str, float]]] = {arm: {} for arm in s.arms}
     runs: dict[str, dict[int, dict]] = {arm: {} for arm in s.arms}
-    earlier = reused_results(s) if s.reuse else None
-    reused = [arm for arm in s.arms if earlier and "gan" not in arm and arm in earlier["case_dice"]]
-    for arm in reused:
-        scores[arm] = {int(seed): cases for seed, cases in earlier["case_dice"][arm].items()}
-        runs[arm] = {
-            int(seed): {**run, "reused_from": str(s.reuse)}
-            for seed, run in earlier["arms"][arm]["runs"].items()
-        }
     judge = None
     for seed in range(s.seeds):
-        for arm in [arm for arm in s.arms if arm not in reused]:
-            weights, facts = train_arm(arm, smallest.train, synthetic_dir, seed, s, seg_profile)
-            result = evaluator.evaluate_weights(weights)
-            scores[arm][seed], runs[arm][seed] = (
-                result["case_dice"],
-                {**facts, "heldout_dice": result["union_val_dice"]},
-            )
-            judge = weights if (arm, seed) == ("real", 0) else judge
-            print(
-                f"{arm:20s} seed {seed}: held-out Dice {result['union_val_dice']:.4f} ({facts['seconds']} s)",
-                flush=True,
-            )
+        for arm in s.arms:
+            name = f"{arm}-seed{seed}"
+            record = finished(s, name)
+            if record is None or ((arm, seed) == ("real", 0) and not s.federated):
+                weights, facts = train_arm(arm, smallest.train, synthetic_dir, seed, s, seg_profile)
+                result = evaluator.evaluate_weights(weights)
+                record = keep(
+                    s,
+                    name,
+                    {
+                        "case_dice": result["case_dice"],
+                        "facts": {**facts, "heldout_dice": result["union_val_dice"]},
+                    },
+                )
+                judge = weights if (arm, seed) == ("real", 0) else judge
+            scores[arm][seed], runs[arm][seed] = record["case_dice"], record["facts"]
+            print(f"{arm:20s} seed {seed}: held-out Dice {record['facts']['heldout_dice']:.4f}", flush=True)
 
     federated: dict[str, Any] = {}
     if s.federated:
-        names = ["fl-real", "fl-real+gan"]
-        if earlier and "fl-real" in earlier["case_dice"]:
-            names.remove("fl-real")
-            federated["fl-real"] = {
-                **earlier["federated"]["fl-real"],
-                "case_dice": earlier["case_dice"]["fl-real"],
-                "weights": federated_model(s.work / "fl-real"),
-                "reused_from": str(s.reuse),
-            }
-        federated |= federated_arms(s, model, evaluator, names)
+        federated = federated_arms(s, model, evaluator)
         judge, judge_name = (
-            federated["fl-real"].pop("weights"),
+            federated_model(s.work / "fl-real"),
             "fl-real (seg_fedavg on the real cases of all 3 sites)",
         )
-        federated["fl-real+gan"].pop("weights")
     else:
         if judge is None:
             raise ValueError("the realism check needs the real arm's seed-0 model or --federated")

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from dose3d_fl.gan.crops import CropSampler, memorization_regions
 from dose3d_fl.gan.label_maps import (
     OrganVolumeRange,
     build_label_map,
@@ -58,7 +59,10 @@ def test_the_label_check_names_what_is_wrong() -> None:
     two = organs.clone()
     two[12:14, 12:14, 12:14] = 1
     assert "2 connected components" in label_map_problem(build_label_map(body, two), volumes)
-    assert "outside the plausible" in label_map_problem(build_label_map(body, organs * 0), volumes)
+    assert "outside the plausible" in label_map_problem(
+        build_label_map(body, organs * 0), volumes, organs=[1]
+    )
+    assert label_map_problem(build_label_map(body, organs * 0), volumes) is None  # a crop beside the organ
     with pytest.raises(ValueError, match="organ_classes"):
         one_hot(build_label_map(body, organs * 2), classes=3)
 
@@ -67,3 +71,17 @@ def test_deformation_too_strong_for_the_organs_is_refused(tiny_trainer: GanTrain
     tight = OrganVolumeRange({1: 1e9}, {1: 2e9})
     with pytest.raises(ValueError, match="lower the GAN profile's deform"):
         LabelMapSampler(tiny_trainer.volumes, TINY, tight, seed=0, max_tries=2).sample(1)
+
+
+def test_segmentation_placement_gives_negative_crops_and_checks_them(demo_trainer: GanTrainer) -> None:
+    profile = DEMO.replace(crop_centres="segmentation")
+    crops = CropSampler(demo_trainer.volumes, profile, seed=0).sample(12)
+    without_organ = int(((crops[:, 1] >= 2).flatten(1).sum(1) == 0).sum())
+    assert 0 < without_organ < 12  # the organ anywhere in a crop, or not in it (negative crops)
+    maps = LabelMapSampler(demo_trainer.volumes, profile, demo_trainer.organ_volumes, seed=2).sample(4)
+    assert all(label_map_problem(m, demo_trainer.organ_volumes) is None for m in maps)
+    regions = memorization_regions(demo_trainer.volumes, profile)
+    pad = 2 * (profile.crop_size // 2 + profile.memorization_shift)
+    assert [tuple(r.shape) for r in regions] == [
+        tuple(n + pad for n in v.image.shape) for v in demo_trainer.volumes
+    ]

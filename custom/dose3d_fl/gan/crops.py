@@ -4,9 +4,15 @@ Each case goes through the segmentation preprocessing (``dose3d_fl.seg.transform
 resampling to the GAN profile's voxel size, body crop, padding to the training crop) once, with its
 intensity window opened to [-1000, ``hu_max``] HU so the body (above the segmentation profile's body HU) can
 be told from the air. The image is then put in the GAN's window ``[hu_min, hu_max]`` -> [0, 1] and the label
-map built (``dose3d_fl.gan.label_maps``). Crops of ``crop_size^3`` are cut around the organs' centre,
-shifted by up to ``crop_jitter`` voxels; a crop pair is ``(2, S, S, S)``: channel 0 the image, channel 1
-the label map (as float).
+map built (``dose3d_fl.gan.label_maps``). A crop pair is ``(2, S, S, S)``: channel 0 the image, channel 1
+the label map (as float). Where crops are centred is the profile's ``crop_centres``:
+
+* ``"organ"``: on the organs' centre, shifted by up to ``crop_jitter`` voxels per axis (every crop holds
+  the organ near its middle);
+* ``"segmentation"``: like the segmentation trainer's ``RandCropByPosNegLabeld``: on a random organ voxel
+  (positive) or on a random body voxel outside the organs above the segmentation window's lower edge
+  (negative), in the segmentation profile's positive:negative ratio. The organ is then anywhere in a
+  crop, or not in it at all, as in the crops the segmentation network trains on.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import numpy as np
 import torch
 
 from dose3d_fl.data.cases import IMAGE, LABEL, Case, case_id
-from dose3d_fl.gan.label_maps import build_label_map
+from dose3d_fl.gan.label_maps import BODY, build_label_map
 from dose3d_fl.gan.profiles import GanProfile
 from dose3d_fl.seg.profiles import get_profile
 from dose3d_fl.seg.transforms import eval_transforms
@@ -31,13 +37,15 @@ AIR_HU = -1000.0
 
 @dataclass
 class OrganVolume:
-    """One preprocessed case: image in the GAN window and label map, both ``(X, Y, Z)``, and the organs'
-    centre voxel."""
+    """One preprocessed case: image in the GAN window and label map, both ``(X, Y, Z)``, the organs' centre
+    voxel, and the voxels positive and negative crops are centred on (``(K, 3)`` indices)."""
 
     case: str
     image: torch.Tensor
     label_map: torch.Tensor
     centre: tuple[int, int, int]
+    organ_voxels: torch.Tensor
+    background_voxels: torch.Tensor
 
 
 def hu_to_window(hu: torch.Tensor, profile: GanProfile) -> torch.Tensor:
@@ -76,7 +84,9 @@ def load_organ_volumes(cases: Sequence[Case], profile: GanProfile) -> list[Organ
             continue
         centre = tuple(int(v) for v in voxels.float().mean(0).round())
         label_map = build_label_map(hu > seg.body_hu, organs)
-        volumes.append(OrganVolume(case_id(case), hu_to_window(hu, profile), label_map, centre))
+        background = torch.nonzero((label_map == BODY) & (hu > seg.hu_min)).int()
+        image = hu_to_window(hu, profile)
+        volumes.append(OrganVolume(case_id(case), image, label_map, centre, voxels.int(), background))
     if not volumes:
         raise ValueError(
             f"none of the {len(cases)} case(s) holds an organ voxel on the {profile.pixdim} mm grid; "
@@ -102,33 +112,52 @@ def cut_region(
     return out
 
 
-def cut_crop(volume: OrganVolume, size: int, shift: Sequence[int] = (0, 0, 0)) -> torch.Tensor:
-    """The ``(2, size, size, size)`` pair (image, label map) centred on the organs plus ``shift``."""
+def cut_crop(
+    volume: OrganVolume, size: int, shift: Sequence[int] = (0, 0, 0), centre: Sequence[int] | None = None
+) -> torch.Tensor:
+    """The ``(2, size, size, size)`` pair (image, label map) centred on ``centre`` (default the organs'
+    centre) plus ``shift``."""
     pair = torch.stack([volume.image, volume.label_map.float()])
-    return cut_region(pair, volume.centre, size, shift)
+    return cut_region(pair, volume.centre if centre is None else centre, size, shift)
+
+
+def negative_share(profile: GanProfile) -> float:
+    """The share of negative crops in ``"segmentation"`` placement: the segmentation profile's ratio."""
+    positive, negative = get_profile(profile.seg_profile).pos_neg
+    return negative / (positive + negative)
+
+
+def crop_centre(volume: OrganVolume, profile: GanProfile, rng: np.random.Generator) -> tuple[int, int, int]:
+    """A random crop centre in ``volume`` by the profile's ``crop_centres`` (module docstring)."""
+    if profile.crop_centres == "organ":
+        shift = rng.integers(-profile.crop_jitter, profile.crop_jitter + 1, size=3)
+        return tuple(int(c + s) for c, s in zip(volume.centre, shift, strict=True))
+    negative = rng.random() < negative_share(profile) and len(volume.background_voxels) > 0
+    voxels = volume.background_voxels if negative else volume.organ_voxels
+    return tuple(int(v) for v in voxels[int(rng.integers(len(voxels)))])
 
 
 class CropSampler:
-    """Random training crops: a random case, a random shift of up to ``crop_jitter`` voxels per axis.
+    """Random training crops: a random case, a random centre by the profile's ``crop_centres``.
 
     Args:
         volumes: the preprocessed cases.
-        profile: crop size and jitter.
+        profile: crop size and placement.
         seed: seed of the crop positions.
     """
 
     def __init__(self, volumes: Sequence[OrganVolume], profile: GanProfile, seed: int) -> None:
         self.volumes = list(volumes)
-        self.size = profile.crop_size
-        self.jitter = profile.crop_jitter
+        self.profile = profile
         self.rng = np.random.default_rng(seed)
 
     def sample(self, n: int) -> torch.Tensor:
         """``(n, 2, S, S, S)`` crops."""
         crops = []
         for index in self.rng.integers(len(self.volumes), size=n):
-            shift = self.rng.integers(-self.jitter, self.jitter + 1, size=3)
-            crops.append(cut_crop(self.volumes[index], self.size, shift))
+            volume = self.volumes[index]
+            centre = crop_centre(volume, self.profile, self.rng)
+            crops.append(cut_crop(volume, self.profile.crop_size, centre=centre))
         return torch.stack(crops)
 
 
@@ -142,8 +171,16 @@ def reference_crops(volumes: Sequence[OrganVolume], profile: GanProfile, per_cas
     return torch.stack(crops)
 
 
-def memorization_regions(volumes: Sequence[OrganVolume], profile: GanProfile) -> torch.Tensor:
-    """Each case's image around its organs, large enough to hold every training crop (any jitter) shifted
-    by up to ``memorization_shift`` voxels more: ``(cases, R, R, R)``, ``R = S + 2 (jitter + shift)``."""
-    size = profile.crop_size + 2 * (profile.crop_jitter + profile.memorization_shift)
-    return torch.stack([cut_region(volume.image, volume.centre, size) for volume in volumes])
+def memorization_regions(
+    volumes: Sequence[OrganVolume], profile: GanProfile, sample_size: int | None = None
+) -> list[torch.Tensor]:
+    """Each case's image where training crops come from, large enough to hold every crop the GAN trained on
+    shifted by up to ``memorization_shift`` voxels more, for samples of ``sample_size`` voxels (default the
+    training crop): ``"organ"`` placement, the ``R^3`` cube around the organs (``R = S + 2 (jitter +
+    shift)``); ``"segmentation"``, the whole volume with ``S / 2 + shift`` voxels of 0 around it."""
+    size = sample_size or profile.crop_size
+    if profile.crop_centres == "organ":
+        extent = size + 2 * (profile.crop_jitter + profile.memorization_shift)
+        return [cut_region(volume.image, volume.centre, extent) for volume in volumes]
+    pad = size // 2 + profile.memorization_shift
+    return [torch.nn.functional.pad(volume.image, [pad] * 6) for volume in volumes]

@@ -76,10 +76,13 @@ class OrganVolumeRange:
 def label_map_problem(
     label_map: torch.Tensor, volumes: OrganVolumeRange, organs: Sequence[int] | None = None
 ) -> str | None:
-    """Why a label map is implausible, or ``None``: each organ (``organs``, default all the range knows)
-    must be one 26-connected component with a volume in the plausible range."""
+    """Why a label map is implausible, or ``None``: each organ (``organs``, default every organ the map
+    holds) must be one 26-connected component with a volume in the plausible range. A map without an organ
+    (a crop beside the organs) has nothing to check."""
     labels = organ_labels(label_map).cpu().numpy()
-    for organ in organs if organs is not None else sorted(volumes.low):
+    if organs is None:
+        organs = [int(v) for v in np.unique(labels) if v > 0]
+    for organ in organs:
         mask = labels == organ
         volume = int(mask.sum())
         if organ not in volumes.low:
@@ -96,5 +99,5 @@ def label_map_problem(
 
 
 def label_map_is_plausible(label_map: torch.Tensor, volumes: OrganVolumeRange) -> bool:
-    """Every organ of the range is one 26-connected component of plausible volume."""
+    """Every organ of the map is one 26-connected component of plausible volume."""
     return label_map_problem(label_map, volumes) is None

@@ -1,6 +1,7 @@
 """New plausible label maps from a site's own training label maps.
 
-A new map is a training case's label map around its organs, cut with a random shift, then rotated, scaled
+A new map is a training case's label map cut where the profile places crops (``dose3d_fl.gan.crops``), then
+rotated, scaled
 and elastically deformed by MONAI's ``Rand3DElastic`` with nearest-neighbour interpolation (so it stays a map
 of the same classes). It is kept only when every organ of its source crop is still one 26-connected
 component with a plausible volume (``dose3d_fl.gan.label_maps.label_map_problem``): every label a synthetic
@@ -19,7 +20,7 @@ import torch
 from monai.transforms import Rand3DElastic
 from monai.utils import convert_to_tensor
 
-from dose3d_fl.gan.crops import OrganVolume, cut_region
+from dose3d_fl.gan.crops import OrganVolume, crop_centre, cut_region
 from dose3d_fl.gan.label_maps import OrganVolumeRange, label_map_problem, organ_labels
 from dose3d_fl.gan.profiles import GanProfile
 
@@ -34,6 +35,8 @@ class LabelMapSampler:
         volume_range: the plausible organ volumes (from the site's real crops).
         seed: seed of the draws.
         max_tries: deformations tried per map before giving up.
+        size: edge of the maps in voxels (default the profile's training crop; larger maps give the
+            segmentation trainer room for its own random crops).
     """
 
     def __init__(
@@ -43,6 +46,7 @@ class LabelMapSampler:
         volume_range: OrganVolumeRange,
         seed: int,
         max_tries: int = 50,
+        size: int | None = None,
     ) -> None:
         if not sources:
             raise ValueError("no training label map to draw new label maps from")
@@ -51,7 +55,7 @@ class LabelMapSampler:
         self.volume_range = volume_range
         self.max_tries = max_tries
         self.rng = np.random.default_rng(seed)
-        size = profile.crop_size
+        self.size = size = size or profile.crop_size
         self.margin = size // 4  # room for rotation and deformation around the crop
         self.deform = Rand3DElastic(
             sigma_range=profile.deform_sigma,
@@ -67,9 +71,8 @@ class LabelMapSampler:
 
     def _region(self, index: int) -> torch.Tensor:
         source = self.sources[index]
-        jitter = self.profile.crop_jitter
-        shift = self.rng.integers(-jitter, jitter + 1, size=3)
-        return cut_region(source.label_map, source.centre, self.profile.crop_size + 2 * self.margin, shift)
+        centre = crop_centre(source, self.profile, self.rng)
+        return cut_region(source.label_map, centre, self.size + 2 * self.margin)
 
     def sample(self, n: int) -> torch.Tensor:
         """``(n, S, S, S)`` new label maps (int64), each passing ``label_map_problem``.
@@ -83,7 +86,7 @@ class LabelMapSampler:
             last = None
             for _ in range(self.max_tries):
                 region = self._region(int(index))
-                m, size = self.margin, self.profile.crop_size
+                m, size = self.margin, self.size
                 centre = region[m : m + size, m : m + size, m : m + size]
                 present = [int(v) for v in torch.unique(organ_labels(centre)) if v > 0]
                 deformed = (
@@ -98,5 +101,5 @@ class LabelMapSampler:
                     f"no plausible label map in {self.max_tries} deformations of training case "
                     f"{self.sources[index].case} (last: {last}); lower the GAN profile's deform_* ranges"
                 )
-        size = self.profile.crop_size
+        size = self.size
         return torch.stack(maps) if maps else torch.empty((0, size, size, size), dtype=torch.long)

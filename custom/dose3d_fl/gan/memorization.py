@@ -22,6 +22,7 @@ themselves, which are sent to the server in every round.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -33,73 +34,68 @@ FLAT = 1e-6
 FLOOR_HU = -120.0
 
 
-def _window_sums(volumes: torch.Tensor, size: int) -> torch.Tensor:
-    """Sums over every ``size^3`` window of ``(M, R, R, R)`` volumes (integral image), ``(M, P, P, P)``
-    with ``P = R - size + 1``."""
-    table = volumes.double()
-    for axis in (1, 2, 3):
-        table = torch.nn.functional.pad(table.cumsum(axis), _pad_before(axis))
-    ends = [slice(size, None)] * 3
-    starts = [slice(None, -size)] * 3
-    total = torch.zeros_like(table[:, ends[0], ends[1], ends[2]])
+def _window_sums(volume: torch.Tensor, size: int) -> torch.Tensor:
+    """Sums over every ``size^3`` window of an ``(X, Y, Z)`` volume (integral image), ``(X - size + 1, ...)``."""
+    table = volume.double()
+    for axis in range(3):
+        pad = [0] * 6  # last dimension first
+        pad[2 * (2 - axis)] = 1
+        table = torch.nn.functional.pad(table.cumsum(axis), pad)
+    total = torch.zeros([n - size + 1 for n in volume.shape], dtype=torch.float64)
     for corner in range(8):
-        picks = [starts[a] if corner >> a & 1 else ends[a] for a in range(3)]
-        sign = -1.0 if bin(corner).count("1") % 2 else 1.0
-        total = total + sign * table[:, picks[0], picks[1], picks[2]]
+        picks = [slice(None, -size) if corner >> a & 1 else slice(size, None) for a in range(3)]
+        total += (-1.0 if bin(corner).count("1") % 2 else 1.0) * table[picks[0], picks[1], picks[2]]
     return total
 
 
-def _pad_before(axis: int) -> list[int]:
-    """``F.pad`` widths that add one zero before dimension ``axis`` of a 4-D tensor."""
-    widths = [0] * 6  # last dimension first: (Z before, Z after, Y before, Y after, X before, X after)
-    widths[2 * (3 - axis)] = 1
-    return widths
-
-
-def best_ncc(samples: torch.Tensor, regions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Best normalised cross-correlation of each sample with any same-size window of any region.
-
-    Args:
-        samples: ``(N, S, S, S)`` images.
-        regions: ``(M, R, R, R)`` images with ``R >= S``.
-
-    Returns:
-        The best NCC of each sample ``(N,)`` (in [-1, 1]; 0 for a flat sample) and the index of the region
-        it was found in ``(N,)``.
-
-    Raises:
-        ValueError: regions smaller than the samples.
-    """
-    n, size = len(samples), samples.shape[-1]
-    if len(regions) == 0 or n == 0:
-        return torch.zeros(n), torch.full((n,), -1, dtype=torch.long)
-    extent = regions.shape[-1]
-    if extent < size:
-        raise ValueError(f"memorisation regions of {extent} voxels cannot hold {size}-voxel samples")
-    voxels = size**3
-    sums = _window_sums(regions, size)
-    squares = _window_sums(regions.double() ** 2, size)
-    region_std = ((squares - sums**2 / voxels).clamp(min=0) / voxels).sqrt()  # (M, P, P, P)
-    spectrum = torch.fft.rfftn(regions.float(), dim=(1, 2, 3))
-    positions = extent - size + 1
-    best, where = torch.zeros(n, dtype=torch.float64), torch.full((n,), -1, dtype=torch.long)
+def _region_ncc(samples: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+    """Best NCC of each sample ``(N, S, S, S)`` over every placement inside one region ``(X, Y, Z)``."""
+    size, voxels = samples.shape[-1], samples.shape[-1] ** 3
+    if any(n < size for n in region.shape):
+        raise ValueError(
+            f"a memorisation region of {tuple(region.shape)} voxels cannot hold {size}-voxel samples"
+        )
+    sums = _window_sums(region, size)
+    region_std = ((_window_sums(region.double() ** 2, size) - sums**2 / voxels).clamp(min=0) / voxels).sqrt()
+    spectrum = torch.fft.rfftn(region.float())
+    positions = tuple(region_std.shape)
+    best = torch.zeros(len(samples), dtype=torch.float64)
     for index, sample in enumerate(samples.double()):
         centred = sample - sample.mean()
         sample_std = float(centred.pow(2).mean().sqrt())
         if sample_std < FLAT:
             continue
-        padded = torch.zeros((extent,) * 3)
+        padded = torch.zeros(region.shape)
         padded[:size, :size, :size] = centred.float()
         # Circular correlation without wrap-around: the sample never reaches past the region's end.
-        correlation = torch.fft.irfftn(
-            spectrum * torch.fft.rfftn(padded).conj(), s=(extent,) * 3, dim=(1, 2, 3)
-        )[:, :positions, :positions, :positions]
+        correlation = torch.fft.irfftn(spectrum * torch.fft.rfftn(padded).conj(), s=region.shape)
+        correlation = correlation[: positions[0], : positions[1], : positions[2]]
         ncc = torch.where(
             region_std > FLAT, correlation / (voxels * sample_std * region_std.clamp(min=FLAT)), 0.0
         )
-        per_region = ncc.flatten(1).max(1).values
-        best[index], where[index] = per_region.max(), per_region.argmax()
-    return best.float(), where
+        best[index] = ncc.max()
+    return best
+
+
+def best_ncc(samples: torch.Tensor, regions: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Best normalised cross-correlation of each sample with any same-size window of any region.
+
+    Args:
+        samples: ``(N, S, S, S)`` images.
+        regions: ``(X, Y, Z)`` images (or one ``(M, R, R, R)`` tensor), each at least ``S`` along every axis.
+
+    Returns:
+        The best NCC of each sample ``(N,)`` (in [-1, 1]; 0 for a flat sample) and the index of the region
+        it was found in ``(N,)`` (-1 without regions).
+
+    Raises:
+        ValueError: a region smaller than the samples.
+    """
+    n = len(samples)
+    if len(regions) == 0 or n == 0:
+        return torch.zeros(n), torch.full((n,), -1, dtype=torch.long)
+    per_region = torch.stack([_region_ncc(samples, region) for region in regions], 1)  # (N, M)
+    return per_region.max(1).values.float(), per_region.argmax(1)
 
 
 @dataclass(frozen=True)
@@ -107,21 +103,21 @@ class MemorizationCheck:
     """Drops samples whose image correlates with a training crop at ``threshold`` or more.
 
     Args:
-        regions: each training case's image around its organs ``(M, R, R, R)`` in window units
+        regions: each training case's image where crops come from, ``(X, Y, Z)`` in window units
             (``dose3d_fl.gan.crops.memorization_regions``).
         threshold: best NCC from which a sample counts as a copy.
         floor: window value below which voxels are raised to it before correlating (``FLOOR_HU``).
     """
 
-    regions: torch.Tensor
+    regions: Sequence[torch.Tensor]
     threshold: float
     floor: float = 0.0
 
     @classmethod
-    def for_profile(cls, regions: torch.Tensor, profile: GanProfile) -> MemorizationCheck:
+    def for_profile(cls, regions: Sequence[torch.Tensor], profile: GanProfile) -> MemorizationCheck:
         """The check with the profile's threshold and ``FLOOR_HU`` in its window."""
-        floor = (FLOOR_HU - profile.hu_min) / (profile.hu_max - profile.hu_min)
-        return cls(regions.clamp(min=floor), profile.memorization_ncc, max(floor, 0.0))
+        floor = max((FLOOR_HU - profile.hu_min) / (profile.hu_max - profile.hu_min), 0.0)
+        return cls([region.clamp(min=floor) for region in regions], profile.memorization_ncc, floor)
 
     def scores(self, samples: torch.Tensor) -> torch.Tensor:
         """Best NCC of each sample pair's image channel ``(N, 2, S, S, S)`` with the training crops."""

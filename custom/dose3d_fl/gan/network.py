@@ -103,7 +103,7 @@ class SpadeGenerator(nn.Module):
         spade_channels: int,
     ) -> None:
         super().__init__()
-        self.start = crop_size // 2 ** len(channels)
+        self.crop_size = crop_size
         self.latent_channels = latent_channels
         self.stem = nn.Conv3d(latent_channels + label_classes, channels[0], 3, padding=1)
         stages, previous = [], channels[0]
@@ -121,20 +121,40 @@ class SpadeGenerator(nn.Module):
         self.output_noise_weight = nn.Parameter(torch.zeros(1, output_channels, 1, 1, 1))
         self.to_image = nn.Conv3d(output_channels, 1, 3, padding=1)
 
-    def noise_shapes(self, batch: int) -> list[tuple[int, ...]]:
-        """Shapes of the noise ``forward`` takes: the start noise, then one map per stage and at full size."""
-        sizes = [self.start * 2**k for k in range(len(self.stages) + 1)]
-        return [(batch, self.latent_channels, *(self.start,) * 3)] + [(batch, 1, s, s, s) for s in sizes]
+    def noise_shapes(self, batch: int, size: int | None = None) -> list[tuple[int, ...]]:
+        """Shapes of the noise ``forward`` takes for ``size``-voxel images (default the training crop): the
+        start noise, then one map per stage and at full size.
+
+        Raises:
+            ValueError: ``size`` is not a multiple of the generator's up-sampling factor.
+        """
+        size = size or self.crop_size
+        factor = 2 ** len(self.stages)
+        if size % factor or size < 2 * factor:
+            raise ValueError(
+                f"the generator draws sizes that are multiples of {factor} (at least {2 * factor}), not {size}"
+            )
+        start = size // factor
+        sizes = [start * 2**k for k in range(len(self.stages) + 1)]
+        return [(batch, self.latent_channels, start, start, start)] + [(batch, 1, s, s, s) for s in sizes]
 
     def draw_noise(
-        self, batch: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu"
+        self,
+        batch: int,
+        generator: torch.Generator | None = None,
+        device: torch.device | str = "cpu",
+        size: int | None = None,
     ) -> list[torch.Tensor]:
-        """Standard normal noise for ``forward`` (drawn on the CPU, so a seed gives the same draw anywhere)."""
-        return [torch.randn(shape, generator=generator).to(device) for shape in self.noise_shapes(batch)]
+        """Standard normal noise for ``forward`` (drawn on the CPU, so a seed gives the same draw anywhere);
+        ``size``: edge of the images to draw (default the training crop; the network is fully convolutional)."""
+        return [
+            torch.randn(shape, generator=generator).to(device) for shape in self.noise_shapes(batch, size)
+        ]
 
     def forward(self, labels: torch.Tensor, noise: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
         """The image for one-hot ``labels``; ``noise`` from ``draw_noise`` (default: a fresh draw)."""
-        noise = noise if noise is not None else self.draw_noise(labels.shape[0], device=labels.device)
+        if noise is None:
+            noise = self.draw_noise(labels.shape[0], device=labels.device, size=labels.shape[-1])
         start_labels = functional.interpolate(labels, size=noise[0].shape[2:], mode="nearest")
         x = self.stem(torch.cat([noise[0], start_labels], 1))
         for index, stage in enumerate(self.stages):

@@ -1,11 +1,13 @@
 """GAN profiles: every hyper-parameter of the label-conditioned 3D GAN, by name.
 
 A profile is stored in each GAN checkpoint, so a model file knows its crop, its HU window, its networks and
-its losses. Three profiles ship:
+its losses. Four profiles ship:
 
 * ``cpu-small`` (default): the segmentation ``cpu-small`` training crop (48^3 at 4 mm, 19 cm), a SPADE
   generator with three resolution stages and a patch discriminator, sized so that the 3-site demo federation
   trains in under 30 minutes on 2 CPU cores (docs/gan.md, Measured).
+* ``cpu-small-posneg``: ``cpu-small`` with crops placed like the segmentation trainer's positive and
+  negative crops (the second design measured in docs/gan.md).
 * ``cpu-tiny``: 16^3 crops and tiny networks, for tests and smoke runs of the job.
 * ``gpu``: the segmentation ``spleen`` training crop (96^3 at 1.5 x 1.5 x 2 mm), wider networks, a
   two-scale discriminator and more steps. Not measured here (no GPU was available).
@@ -38,6 +40,9 @@ MODEL_FIELDS = (
 )
 
 
+CROP_CENTRES = ("organ", "segmentation")
+
+
 @dataclass(frozen=True)
 class GanProfile:
     """Hyper-parameters of the label-conditioned 3D GAN (a CT crop generated for a given label map).
@@ -54,7 +59,10 @@ class GanProfile:
         hu_max: HU mapped to 1.
         organ_classes: organ labels ``1..N`` of the site's label images; the label map the generator is
             conditioned on has ``N + 2`` classes (outside the body, body, each organ).
-        crop_jitter: largest random shift, in voxels, of a crop's centre from the organ's centre.
+        crop_centres: where training crops and new label maps are centred: ``"organ"`` (the organs' centre,
+            shifted by up to ``crop_jitter`` voxels) or ``"segmentation"`` (a random organ or body voxel, in
+            the segmentation profile's positive:negative ratio: ``dose3d_fl.gan.crops``).
+        crop_jitter: largest random shift, in voxels, of a crop's centre from the organ's centre (``"organ"``).
         latent_channels: channels of the spatial noise the generator starts from.
         output_channels: channels of the full-resolution stage before the image is formed.
         spade_channels: hidden channels of each SPADE block's label-map convolutions (the full-resolution
@@ -92,6 +100,7 @@ class GanProfile:
     hu_min: float = -250.0
     hu_max: float = 450.0
     organ_classes: int = 1
+    crop_centres: str = "organ"
     crop_jitter: int = 8
     latent_channels: int = 8
     output_channels: int = 8
@@ -134,6 +143,10 @@ class GanProfile:
         if self.organ_classes < 1 or self.batch_size < 1 or self.discriminator_scales < 1:
             raise ValueError(
                 f"GAN profile {self.name!r}: organ_classes, batch_size and discriminator_scales must be >= 1"
+            )
+        if self.crop_centres not in CROP_CENTRES:
+            raise ValueError(
+                f"GAN profile {self.name!r}: crop_centres {self.crop_centres!r} is not one of {', '.join(CROP_CENTRES)}"
             )
         if not 0 < self.memorization_ncc <= 1:
             raise ValueError(
@@ -196,6 +209,19 @@ GAN_PROFILES: dict[str, GanProfile] = {
             pixdim=(4.0, 4.0, 4.0),
             crop_size=48,
             generator_channels=(64, 32, 16),
+            output_channels=8,
+            spade_channels=16,
+            batch_size=2,
+            steps_per_epoch=20,
+        ),
+        # The second design measured (docs/gan.md): crops and new label maps placed like the segmentation
+        # trainer's positive and negative crops, so the organ lies anywhere in a synthetic pair, or not in it.
+        GanProfile(
+            name="cpu-small-posneg",
+            pixdim=(4.0, 4.0, 4.0),
+            crop_size=48,
+            generator_channels=(64, 32, 16),
+            crop_centres="segmentation",
             output_channels=8,
             spade_channels=16,
             batch_size=2,

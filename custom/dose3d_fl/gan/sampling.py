@@ -131,6 +131,7 @@ def sample_from_model(
     profile: str | None = None,
     seed: int = 0,
     num_threads: int | None = None,
+    size: int | None = None,
 ) -> tuple[SampleReport, str]:
     """Draw ``n`` pairs from a GAN model file for new label maps of this site and write those that pass the
     memorisation check against the site's training crops.
@@ -144,6 +145,9 @@ def sample_from_model(
         profile: GAN profile of a model file that stores none.
         seed: seed of the label maps and the noise.
         num_threads: torch CPU threads.
+        size: edge of the pairs in voxels (default the profile's training crop). A pair larger than the
+            segmentation crop lets the segmentation trainer cut its own positive and negative crops from it,
+            as from a real case.
 
     Returns:
         What was written, and where the profile came from.
@@ -159,8 +163,8 @@ def sample_from_model(
     generator = load_generator(checkpoint)
     trainer = site_trainer(caches, checkpoint.profile, num_threads)
     trainer.set_weights(generator.state_dict())
-    samples = trainer.generate(n, seed=seed)
-    return write_samples(samples, out_dir, checkpoint.profile, trainer.memorization), source
+    samples = trainer.generate(n, seed=seed, size=size)
+    return write_samples(samples, out_dir, checkpoint.profile, trainer.memorization_check(size)), source
 
 
 def comparison_grid_for_model(

@@ -186,21 +186,40 @@ class GanTrainer:
         self.model.eval()
         noise = torch.Generator().manual_seed(seed) if seed is not None else self.noise
         generator = self.model.generator
+        size = label_maps.shape[-1]
         images = [
-            generator(self._inputs(chunk), generator.draw_noise(len(chunk), noise, self.device)).float().cpu()
+            generator(self._inputs(chunk), generator.draw_noise(len(chunk), noise, self.device, size))
+            .float()
+            .cpu()
             for chunk in label_maps.split(max(self.profile.batch_size, 1))
         ]
         image = torch.cat(images)[:, 0] if images else torch.empty((0, *label_maps.shape[1:]))
         return torch.stack([image.contiguous(), label_maps.float()], 1)
 
-    def generate(self, n: int, seed: int | None = None) -> torch.Tensor:
+    def generate(self, n: int, seed: int | None = None, size: int | None = None) -> torch.Tensor:
         """``n`` synthetic pairs for new label maps drawn from the site's training labels; a ``seed`` makes
-        both the label maps and the noise reproducible."""
-        if seed is None:
+        both the label maps and the noise reproducible. ``size``: edge of the pairs (default the training
+        crop; the generator is fully convolutional)."""
+        if seed is None and size is None:
             label_maps = self.label_maps.sample(n)
         else:
-            label_maps = LabelMapSampler(self.volumes, self.profile, self.organ_volumes, seed=seed).sample(n)
+            sampler = LabelMapSampler(
+                self.volumes,
+                self.profile,
+                self.organ_volumes,
+                seed=self.profile.seed if seed is None else seed,
+                size=size,
+            )
+            label_maps = sampler.sample(n)
         return self.generate_for(label_maps, seed)
+
+    def memorization_check(self, size: int | None = None) -> MemorizationCheck:
+        """The site's memorisation check for samples of ``size`` voxels (default the training crop)."""
+        if size is None or size == self.profile.crop_size:
+            return self.memorization
+        return MemorizationCheck.for_profile(
+            memorization_regions(self.volumes, self.profile, size), self.profile
+        )
 
     def evaluate(self) -> dict[str, float]:
         """Quality metrics of ``metric_samples`` fixed-seed samples against this site's training crops (the
