@@ -6,7 +6,8 @@ Measured on the 2-core project machine: about 80 s in all, most of it training.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import nibabel as nib
@@ -74,6 +75,19 @@ def build_trained_site(root: Path) -> TrainedSite:
         held_out_ct=held_out / "P001" / "CT",
         held_out_truth=held_out_cache / case.label,
     )
+
+
+def shared_trained_site(root: Path) -> TrainedSite:
+    """The site built under ``root`` by an earlier call (another pytest-xdist worker), else built now.
+
+    The caller holds a file lock on ``root`` so that one worker builds and the others wait and read.
+    """
+    record = root / "trained_site.json"
+    if record.is_file():
+        return TrainedSite(**{k: Path(v) for k, v in json.loads(record.read_text()).items()})
+    site = build_trained_site(root)
+    record.write_text(json.dumps({k: str(v) for k, v in asdict(site).items()}))
+    return site
 
 
 def load_mask(path: Path) -> np.ndarray:

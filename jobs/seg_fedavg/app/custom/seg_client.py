@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import copy
 import logging
+import math
 
 import nvflare.client as flare
 import torch
@@ -146,13 +147,18 @@ class SiteRunner:
 
 def organ_metrics(validation: dict) -> dict[str, float | int]:
     """Per organ of the task: ``val_dice_<organ>``, ``val_hd95_<organ>`` (mm), ``val_surface_dice_<organ>``
-    and ``val_cases_<organ>`` (cases scored), from ``SegTrainer.validate()``; NaN where no case scores it."""
+    and ``val_cases_<organ>`` (cases scored), from ``SegTrainer.validate()``. A value that is not a number
+    (no case scores the organ, or the distances were not computed this round) is left out, not sent as NaN."""
     out: dict[str, float | int] = {}
     for organ, values in validation["organs"].items():
         dice, hd95, surface, cases = (f"{name}_{organ}" for name in SEG_ORGAN_METRICS)
-        out[dice] = float(values["dice"])
-        out[hd95] = float(values["hd95"])
-        out[surface] = float(values["surface_dice"])
+        for name, value in (
+            (dice, values["dice"]),
+            (hd95, values["hd95"]),
+            (surface, values["surface_dice"]),
+        ):
+            if value is not None and math.isfinite(float(value)):
+                out[name] = float(value)
         out[cases] = int(values["cases"])
     return out
 
