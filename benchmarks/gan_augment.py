@@ -24,7 +24,7 @@ On the demo federation's fixed data and split (3 sites, 12 / 8 / 5 patients, syn
 Each finished run keeps its result in ``WORK/runs/`` (runs without synthetic pairs, shared by every design)
 or ``WORK/DESIGN/runs/`` (``--design``), so a stopped benchmark resumes and a second design reuses the
 first one's runs without the GAN. Writes ``benchmarks/results/gan_augment.json`` (``--out``; the command is
-in it). Usage (the designs of docs/gan.md; hours on 2 busy cores):
+in it). Usage (two GAN designs, see docs/gan.md; hours on 2 cores):
 
     .venv/bin/python benchmarks/gan_augment.py --federated --ratio 0.5 --repeat 16 --threads 1 \\
         --design design-2 --gan-profile cpu-small-posneg

@@ -1,8 +1,8 @@
 """PNG figures of crop pairs: a grid of synthetic samples, and real crops beside synthetic images drawn for
 the same label maps (``write_comparison_grid``: what ``dose3d report`` shows).
 
-Slices go through the organs' centre of each crop; the CT is shown in the segmentation window's grey levels
-of the GAN window (``[0, 1]``), with each organ's outline in orange.
+Slices go through the organs' centre of each crop; the CT is shown in the grey levels of the GAN's own HU
+window (scaled to ``[0, 1]``), with each organ's outline in orange.
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ voxels more each way, so a copy that is shifted, or cut at another jitter, still
 score of a sample is its best NCC over all shifts and cases; a sample whose score reaches the profile's
 ``memorization_ncc`` is dropped and counted. Voxels below ``FLOOR_HU`` (-120 HU) are raised to it first, in
 samples and training crops alike: air and fat then look the same, so the body outline, which every crop
-shares, does not dominate the correlation; the anatomy inside the body does (measured on the demo sites:
-other patients' crops reach 0.85 at most with it, 0.89 without; docs/gan.md).
+shares, does not dominate the correlation; the anatomy inside the body does (no result file records how
+close other patients' crops come with and without the floor yet).
 
 NCC ignores a change of brightness and contrast, so an added offset or a rescaled copy is caught too; added
 noise lowers it by about ``var(noise) / var(image)``. The correlations are computed for all shifts at once

@@ -4,10 +4,10 @@ A profile is stored in each GAN checkpoint, so a model file knows its crop, its 
 its losses. Four profiles ship:
 
 * ``cpu-small`` (default): the segmentation ``cpu-small`` training crop (48^3 at 4 mm, 19 cm), a SPADE
-  generator with three resolution stages and a patch discriminator, sized so that the 3-site demo federation
-  trains in under 30 minutes on 2 CPU cores (docs/gan.md, Measured).
+  generator with three resolution stages and a patch discriminator, sized for the 3-site demo federation
+  on 2 CPU cores (its training time is not measured yet).
 * ``cpu-small-posneg``: ``cpu-small`` with crops placed like the segmentation trainer's positive and
-  negative crops (the second design measured in docs/gan.md).
+  negative crops (a second design for the augmentation benchmark).
 * ``cpu-tiny``: 16^3 crops and tiny networks, for tests and smoke runs of the job.
 * ``gpu``: the segmentation ``spleen`` training crop (96^3 at 1.5 x 1.5 x 2 mm), wider networks, a
   two-scale discriminator and more steps. Not measured here (no GPU was available).
@@ -214,7 +214,7 @@ GAN_PROFILES: dict[str, GanProfile] = {
             batch_size=2,
             steps_per_epoch=20,
         ),
-        # The second design measured (docs/gan.md): crops and new label maps placed like the segmentation
+        # A second design for the augmentation benchmark: crops and new label maps placed like the segmentation
         # trainer's positive and negative crops, so the organ lies anywhere in a synthetic pair, or not in it.
         GanProfile(
             name="cpu-small-posneg",
