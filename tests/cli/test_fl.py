@@ -244,6 +244,7 @@ def test_export_and_simulate_help_state_the_job_defaults() -> None:
         (["--job", "gan", "--fedbn"], "--fedbn is for the seg job; the gan job takes --rounds"),
         (["--job", "gan", "--round-timeout", "60"], "--round-timeout is for the seg job"),
         (["--job", "gan", "--dp-noise", "1"], "--dp-noise is for the seg job"),
+        (["--job", "gan", "--dp-budget", "8"], "--dp-budget is for the seg job"),
         (["--dp-clip", "2"], "--dp-clip needs --dp-noise"),
         (["--dp-noise", "1", "--dp-delta", "2"], "differential privacy needs --dp-noise, --dp-clip and"),
         (["--min-responses", "0"], "min_responses must be at least 1, got 0"),

@@ -35,18 +35,20 @@ SEG_ONLY_OPTIONS = (
     ("keep_optimizer_state", "--keep-optimizer-state"),
     ("fedbn", "--fedbn"),
     ("dp_noise", "--dp-noise"),
+    *DP_OPTIONS,
     ("organs", "--organs"),
+    ("resume", "--resume"),
 )
 
 
 def _cmd_fl_export(args: argparse.Namespace) -> int:
     try:
-        dp = dp_config(args)
         if args.job == "gan":
             from dose3d_fl.fl.gan_job import export_gan_job
 
             print(export_gan_job(args.out, gan_job_config(args)))
             return 0
+        dp = dp_config(args)
         from dose3d_fl.fl.seg_job import export_seg_job
 
         print(export_seg_job(args.out, seg_job_config(args)))
@@ -103,8 +105,8 @@ def gan_job_config(args: argparse.Namespace) -> GanJobConfig:
     given = [flag for dest, flag in SEG_ONLY_OPTIONS if getattr(args, dest, None) not in (None, False)]
     if given:
         raise ValueError(
-            f"{given[0]} is for the seg job; the gan job takes --rounds, --local-epochs, --profile, "
-            "--aggregation and --min-clients"
+            f"{given[0]} is for the seg job; the gan job takes --rounds, --local-epochs, --profile and "
+            "--aggregation (export: --min-clients too)"
         )
     aggregation = args.aggregation or "generator-only"
     if aggregation not in AGGREGATIONS:

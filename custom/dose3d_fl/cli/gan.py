@@ -81,7 +81,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     train.add_argument("--cache", type=Path, nargs="+", required=True, help="site cache folder(s)")
     train.add_argument("--epochs", type=int, default=20, help="epochs of the profile's steps (default 20)")
     train.add_argument(
-        "--profile", default="cpu-small", help="GAN profile: cpu-small (default), gpu, cpu-tiny"
+        "--profile",
+        default="cpu-small",
+        help="GAN profile: cpu-small (default), cpu-small-posneg, cpu-tiny, gpu (docs/gan.md)",
     )
     train.add_argument("--out", type=Path, default=Path("runs/gan"), help="output folder (default runs/gan)")
     train.add_argument("--seed", type=int, default=0, help="random seed")
