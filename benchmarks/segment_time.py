@@ -1,17 +1,23 @@
 """Time `dose3d segment` per case on the CPU, as a user runs it (one process per case).
 
 Cases: the demo (``cpu-small``) model on a CT of a demo site (site-1 scanner, 160x160 slices) and on a
-clinical-size 512x512x100 CT, and a ``spleen``-profile model on the same 512x512x100 CT. The models have
-random (seeded) weights: inference time does not depend on what the weights learnt. The 512x512x100 CT is a
+clinical-size 512x512x100 CT, a ``spleen``-profile model and an ``organs-gpu`` model (seven organs at 1.5 mm)
+on the same 512x512x100 CT. These models have random (seeded) weights: the network's time does not depend
+on what the weights learnt (post-processing and writing may: a random model predicts scattered voxels).
+With ``--organs-model`` (the seven-organ global model of ``make demo``,
+``runs/demo/sim/seg_fedavg/server/simulate_job/app_server/FL_global_model.pt``) a trained model is timed on
+the 512x512x100 CT as well. The 512x512x100 CT is a
 synthetic patient resampled to a 0.78 mm in-plane grid and written as a real DICOM series, so the timing
 includes validation, DICOM decoding, resampling, sliding-window inference, inversion to the CT grid,
 post-processing and writing the RTSTRUCT, mask and PNG.
 
-Usage: ``.venv/bin/python benchmarks/segment_time.py``; writes ``benchmarks/results/segment_time.json``.
+Usage: ``.venv/bin/python benchmarks/segment_time.py [--organs-model MODEL]``; writes
+``benchmarks/results/segment_time.json``.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -99,10 +105,19 @@ def time_segment(model: Path, dicom: Path, out: Path) -> dict[str, object]:
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--organs-model", type=Path, default=None, help="a trained seven-organ model to time too"
+    )
+    args = parser.parse_args(argv)
     results: dict[str, object] = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-        "command": "python benchmarks/segment_time.py",
+        "command": " ".join(
+            ["python benchmarks/segment_time.py", *(argv if argv is not None else sys.argv[1:])]
+        ),
         "torch_threads": torch.get_num_threads(),
         "load_average_at_start": [round(v, 2) for v in os.getloadavg()],
         "weights": "random (seeded): timing only",
@@ -116,10 +131,17 @@ def main() -> None:
             "cpu-small on a demo CT (site-1 scanner)": ("cpu-small", demo_ct),
             "cpu-small on a 512x512x100 CT": ("cpu-small", clinical_ct),
             "spleen on a 512x512x100 CT": ("spleen", clinical_ct),
+            "organs-gpu (seven organs, 1.5 mm) on a 512x512x100 CT": ("organs-gpu", clinical_ct),
         }
+        models = {
+            name: random_model(profile, root / "models" / f"{profile}.pt")
+            for name, (profile, _) in cases.items()
+        }
+        if args.organs_model is not None:
+            name = "the demo's trained seven-organ model (cpu-small) on a 512x512x100 CT"
+            cases[name], models[name] = ("cpu-small", clinical_ct), args.organs_model.resolve()
         for name, (profile, ct) in cases.items():
-            model = random_model(profile, root / "models" / f"{profile}.pt")
-            entry = time_segment(model, ct, root / "out" / name.replace(" ", "_"))
+            entry = time_segment(models[name], ct, root / "out" / name.replace(" ", "_"))
             results[name] = {"profile": profile, "slices": len(list(ct.glob("*.dcm"))), **entry}
             print(name, json.dumps(results[name]), flush=True)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
