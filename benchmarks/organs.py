@@ -43,6 +43,8 @@ from dose3d_fl.files import json_safe
 from dose3d_fl.fl import DEFAULT_LOCAL_EPOCHS, DEFAULT_ROUNDS
 from dose3d_fl.fl.seg_job import JOB_NAME, SegJobConfig
 from dose3d_fl.fl.simulate import SimulationConfig, simulate_seg
+from dose3d_fl.fl.site.config import SiteConfig
+from dose3d_fl.fl.site.model import write_site_model
 from dose3d_fl.seg.checkpoint import load_checkpoint
 from dose3d_fl.seg.profiles import SegProfile, get_profile
 from dose3d_fl.seg.trainer import SegTrainer
@@ -126,6 +128,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--threads", type=int, default=2, help="torch threads of central training and scoring"
     )
+    parser.add_argument(
+        "--fedbn",
+        action="store_true",
+        help="the federated run used --fedbn: score each scanner's held-out patients with that site's own model "
+        "(the global weights with the site's BatchNorm layers, as `dose3d fl site-model` writes it)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     organs = tuple(o for o in args.organs.split(",") if o)
@@ -176,8 +184,19 @@ def main(argv: list[str] | None = None) -> int:
         args.work / f"heldout-seed-{HELDOUT_SEED}", 3, HELDOUT_SEED, [HELDOUT_PATIENTS] * 3, organs=organs
     )
     sites = heldout_sites(held, organs)
+    if args.fedbn:
+        federated: dict = {}
+        for site in sites:
+            site_model = args.work / "fedbn_site_models" / f"{site.name}.pt"
+            # The simulated site's configuration (``WS/site_config/<site>.json``) names its state folder.
+            state = SiteConfig.load(fl_workspace / "site_config" / f"{site.name}.json").state_dir
+            write_site_model(fl_model, state, site_model)
+            weights = load_checkpoint(site_model).model
+            federated |= score(weights, [site], profile, args.threads)
+    else:
+        federated = score(saved["model"], sites, profile, args.threads)
     scores = {
-        "federated": score(saved["model"], sites, profile, args.threads),
+        "federated": federated,
         "central": score(central.model, sites, profile, args.threads),
     }
     timings["heldout_s"] = round(time.perf_counter() - start, 1)
@@ -199,7 +218,14 @@ def main(argv: list[str] | None = None) -> int:
         "organs": list(organs),
         "training": "3 synthetic sites with organs at risk (12, 8, 5 patients, seed 0), partial delineation",
         "federated": os.path.relpath(fl_model),
-        "federated_job": {"rounds": args.rounds, "local_epochs": args.local_epochs, "aggregation": "fedavg"},
+        "federated_job": {
+            "rounds": args.rounds,
+            "local_epochs": args.local_epochs,
+            "aggregation": "fedavg",
+            "fedbn": args.fedbn,
+        },
+        # Under FedBN each scanner's held-out patients are segmented by that site's own model.
+        "federated_scored_with": "each site's own model (FedBN)" if args.fedbn else "the global model",
         "central": f"{central.meta.get('epochs')} epochs on the pooled training cases of the same split, "
         "profile cpu-small",
         "heldout": f"{HELDOUT_PATIENTS} patients per scanner x 3 scanners, synthesis seed {HELDOUT_SEED}; "

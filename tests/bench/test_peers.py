@@ -37,6 +37,15 @@ def test_flower_without_its_environment_is_skipped_with_the_way_to_make_it(tmp_p
     assert nvflare.command[1] == str(PEERS_DIR / "nvflare" / "run.py")
 
 
+def test_outside_a_checkout_the_peers_are_skipped_with_the_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An installed wheel run outside the repository has no benchmarks/peers/ to run."""
+    monkeypatch.setattr("dose3d_fl.bench.peers.PEERS_DIR", tmp_path / "benchmarks" / "peers")
+    plan = peer_plan("nvflare", tmp_path / "spec.json", tmp_path / "out")
+    assert plan.command is None and "run dose3d bench from a checkout of dose3d-fl" in plan.skipped
+
+
 def test_the_task_file_carries_the_split_the_network_and_the_projects_initial_weights(tmp_path: Path) -> None:
     profile = get_profile("cpu-small")
     case = {"image": "/c/img.nii.gz", "label": "/c/lab.nii.gz", "id": "P001"}

@@ -44,10 +44,23 @@ from dose3d_fl.seg.profiles import SegProfile
 
 logger = logging.getLogger(__name__)
 
-REPO = Path(__file__).resolve().parents[3]
+PEERS = ("nvflare", "flower")
+# The peers' code is not part of the package: it lives in the repository's benchmarks/peers/.
+_PEER_SCRIPT = Path("benchmarks") / "peers" / "nvflare" / "run.py"
+
+
+def checkout_root() -> Path | None:
+    """The dose3d-fl checkout that holds ``benchmarks/peers``: the tree of an editable install, else the
+    working directory; None for an installed wheel run outside a checkout."""
+    for root in (Path(__file__).resolve().parents[3], Path.cwd()):
+        if (root / _PEER_SCRIPT).is_file():
+            return root
+    return None
+
+
+REPO = checkout_root() or Path.cwd()
 PEERS_DIR = REPO / "benchmarks" / "peers"
 FLOWER_VENV = REPO / ".venv-flower"
-PEERS = ("nvflare", "flower")
 ROUNDS_LOG = "rounds.jsonl"  # monai_task.ROUNDS_LOG
 FINAL_MODEL = "final_model.pt"  # monai_task.FINAL_MODEL
 _PROFILE_KEYS = (
@@ -101,6 +114,13 @@ def flower_python(venv: Path = FLOWER_VENV) -> Path | None:
 def peer_plan(name: str, spec: Path, out: Path, venv: Path = FLOWER_VENV) -> PeerPlan:
     """The command of peer ``name`` on task file ``spec`` writing to ``out``; Flower without its environment
     is skipped with the reason."""
+    if not (PEERS_DIR / "nvflare" / "run.py").is_file():
+        return PeerPlan(
+            name,
+            None,
+            f"{name} peer skipped: its code is in the repository's benchmarks/peers/, not in {PEERS_DIR}; "
+            "run dose3d bench from a checkout of dose3d-fl",
+        )
     if name == "nvflare":
         return PeerPlan(name, [sys.executable, str(PEERS_DIR / "nvflare" / "run.py"), str(spec), str(out)])
     python = flower_python(venv)
