@@ -54,6 +54,7 @@ from monai.transforms import (
 )
 
 from dose3d_fl.bench.evaluate import Evaluator
+from dose3d_fl.bench.heldout_eval import heldout_sites
 from dose3d_fl.bench.runner import machine
 from dose3d_fl.data.cases import IMAGE, LABEL, load_site_cases
 from dose3d_fl.files import json_safe
@@ -61,9 +62,6 @@ from dose3d_fl.seg.profiles import SegProfile, get_profile
 from dose3d_fl.seg.synthetic import SyntheticMix, mix_training_cases, synthetic_cases
 from dose3d_fl.seg.trainer import SegTrainer
 from dose3d_fl.synth.demo_sites import prepare_site_data
-
-sys.path.insert(0, str(Path(__file__).parent))
-from heldout import heldout_sites  # a sibling script, not a package
 
 RESULTS = Path(__file__).parent / "results" / "gan_augment.json"
 ARMS = ("real", "real+gan", "real+classical", "gan-only", "real+classical+gan")

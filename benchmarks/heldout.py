@@ -21,34 +21,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from dose3d_fl.bench.evaluate import Evaluator
+from dose3d_fl.bench.heldout_eval import heldout_sites, paired_difference
 from dose3d_fl.bench.runner import final_model_file, machine, site_models_folder
 from dose3d_fl.bench.site_models import load_site_models
-from dose3d_fl.data.cases import SiteCases
-from dose3d_fl.data.manifest import Manifest
-from dose3d_fl.data.split import SiteSplit, split_cases
 from dose3d_fl.seg.profiles import get_profile
 from dose3d_fl.synth.demo_sites import prepare_site_data
 
 RESULTS = Path(__file__).parent / "results" / "heldout.json"
 REPLICAS = Path("runs") / "replica"
-
-
-def heldout_sites(caches: list[Path]) -> list[SiteCases]:
-    """Every ingested case of each held-out cache, all of them for evaluation."""
-    sites = []
-    for cache in caches:
-        ids = [case.id for case in Manifest.load(cache).cases]
-        _, cases = split_cases(cache, SiteSplit(train=[], val=ids, seed=0, val_fraction=1.0))
-        sites.append(SiteCases(cache.name, cache, [], cases))
-    return sites
 
 
 def model_files(work: Path, results: dict) -> dict[str, Path]:
@@ -72,26 +57,6 @@ def replica_models(name: str, sites: list[str]) -> dict[str, dict[str, dict]]:
                 f"run benchmarks/fedavg_replica.py {name} ... --save"
             )
     return models
-
-
-def paired_difference(
-    cases: dict[str, float], reference: dict[str, float], resamples: int = 10000, seed: int = 0
-) -> dict[str, float]:
-    """Mean per-case Dice difference from ``reference`` over the cases both scored, with a 95 % percentile
-    bootstrap interval (cases resampled with replacement)."""
-    keys = sorted(
-        k for k in cases if k in reference and not math.isnan(cases[k]) and not math.isnan(reference[k])
-    )
-    differences = np.array([cases[k] - reference[k] for k in keys])
-    draws = np.random.default_rng(seed).integers(0, len(keys), size=(resamples, len(keys)))
-    means = differences[draws].mean(axis=1)
-    low, high = np.percentile(means, [2.5, 97.5])
-    return {
-        "cases": len(keys),
-        "mean": float(differences.mean()),
-        "ci95_low": float(low),
-        "ci95_high": float(high),
-    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,10 +35,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dose3d_fl.bench.heldout_eval import heldout_sites, paired_difference
 from dose3d_fl.bench.runner import machine
 from dose3d_fl.data.cases import SiteCases
-from dose3d_fl.data.manifest import Manifest
-from dose3d_fl.data.split import SiteSplit, split_cases
 from dose3d_fl.files import json_safe
 from dose3d_fl.fl import DEFAULT_LOCAL_EPOCHS, DEFAULT_ROUNDS
 from dose3d_fl.fl.seg_job import JOB_NAME, SegJobConfig
@@ -54,16 +53,6 @@ from dose3d_fl.synth.demo_sites import DEMO_ORGANS, prepare_site_data
 RESULTS = Path(__file__).parent / "results" / "organs.json"
 HELDOUT_PATIENTS, HELDOUT_SEED = 10, 1000
 TARGET = 0.98
-
-
-def heldout_sites(caches: list[Path], organs: tuple[str, ...]) -> list[SiteCases]:
-    """Every ingested case of each held-out cache, read in the task's organ order, all for evaluation."""
-    sites = []
-    for cache in caches:
-        ids = [case.id for case in Manifest.load(cache).cases]
-        _, cases = split_cases(cache, SiteSplit(train=[], val=ids, seed=0, val_fraction=1.0), organs)
-        sites.append(SiteCases(cache.name, cache, [], cases))
-    return sites
 
 
 def score(
@@ -92,15 +81,13 @@ def organ_means(cases: dict[str, dict], organ: str) -> dict[str, float | int]:
     }
 
 
-def paired_difference(a: dict[str, dict], b: dict[str, dict], organ: str, seed: int = 0) -> dict[str, float]:
+def organ_paired_difference(a: dict[str, dict], b: dict[str, dict], organ: str) -> dict[str, float]:
     """Mean per-case Dice difference a - b over the cases scoring ``organ``, 95 % bootstrap interval."""
-    keys = sorted(k for k in a if a[k][organ]["dice"] is not None and b[k][organ]["dice"] is not None)
-    if not keys:
-        return {"cases": 0, "mean": math.nan, "ci95_low": math.nan, "ci95_high": math.nan}
-    diff = np.array([a[k][organ]["dice"] - b[k][organ]["dice"] for k in keys])
-    means = diff[np.random.default_rng(seed).integers(0, len(keys), size=(10000, len(keys)))].mean(axis=1)
-    low, high = np.percentile(means, [2.5, 97.5])
-    return {"cases": len(keys), "mean": float(diff.mean()), "ci95_low": float(low), "ci95_high": float(high)}
+
+    def dice(cases: dict[str, dict]) -> dict[str, float]:
+        return {k: math.nan if c[organ]["dice"] is None else c[organ]["dice"] for k, c in cases.items()}
+
+    return paired_difference(dice(a), dice(b))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -210,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
             "central": cen,
             "federated_over_central_dice": ratio,
             "meets_target": bool(ratio >= TARGET),
-            "paired_dice_difference": paired_difference(scores["federated"], scores["central"], organ),
+            "paired_dice_difference": organ_paired_difference(scores["federated"], scores["central"], organ),
         }
     results = {
         "command": " ".join(["python benchmarks/organs.py", *(argv if argv is not None else sys.argv[1:])]),

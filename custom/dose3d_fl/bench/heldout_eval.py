@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +26,13 @@ HELDOUT_PATIENTS = 10
 HELDOUT_SEED = 1000
 
 
-def heldout_sites(caches: list[Path]) -> list[SiteCases]:
-    """Every ingested case of each held-out cache, all of them for evaluation."""
+def heldout_sites(caches: list[Path], organs: Sequence[str] | None = None) -> list[SiteCases]:
+    """Every ingested case of each held-out cache, all of them for evaluation, read in the order of the
+    task's ``organs`` (None: the cache's own)."""
     sites = []
     for cache in caches:
         ids = [case.id for case in Manifest.load(cache).cases]
-        _, cases = split_cases(cache, SiteSplit(train=[], val=ids, seed=0, val_fraction=1.0))
+        _, cases = split_cases(cache, SiteSplit(train=[], val=ids, seed=0, val_fraction=1.0), organs)
         sites.append(SiteCases(cache.name, cache, [], cases))
     return sites
 
