@@ -54,7 +54,7 @@ from monai.transforms import (
 )
 
 from dose3d_fl.bench.evaluate import Evaluator
-from dose3d_fl.bench.heldout_eval import heldout_sites
+from dose3d_fl.bench.heldout_eval import heldout_sites, paired_difference_over_seeds
 from dose3d_fl.bench.runner import machine
 from dose3d_fl.data.cases import IMAGE, LABEL, load_site_cases
 from dose3d_fl.files import json_safe
@@ -214,27 +214,6 @@ def train_arm(
         "seconds": round(time.perf_counter() - start, 1),
     }
     return trainer.get_weights(), facts
-
-
-def paired(a: dict[int, dict[str, float]], b: dict[int, dict[str, float]], resamples: int = 10000) -> dict:
-    """Mean per-case Dice difference a - b over seeds and held-out cases, with a 95 % percentile bootstrap
-    interval that resamples seeds and cases (both with replacement)."""
-    seeds = sorted(set(a) & set(b))
-    cases = sorted(set.intersection(*(set(a[s]) & set(b[s]) for s in seeds)))
-    diff = np.array([[a[s][c] - b[s][c] for c in cases] for s in seeds])
-    rng = np.random.default_rng(0)
-    pick_s = rng.integers(0, len(seeds), size=(resamples, len(seeds)))
-    pick_c = rng.integers(0, len(cases), size=(resamples, len(cases)))
-    means = np.array([diff[pick_s[i]][:, pick_c[i]].mean() for i in range(resamples)])
-    low, high = np.percentile(means, [2.5, 97.5])
-    return {
-        "mean": float(diff.mean()),
-        "ci95_low": float(low),
-        "ci95_high": float(high),
-        "per_seed": [float(v) for v in diff.mean(1)],
-        "seeds": len(seeds),
-        "cases": len(cases),
-    }
 
 
 def union(scores: dict[int, dict[str, float]]) -> dict[str, Any]:
@@ -567,12 +546,12 @@ def main(argv: list[str] | None = None) -> int:
 
     real = union(scores["real"])
     comparisons = {
-        f"{arm} - real": paired(scores[arm], scores["real"])
+        f"{arm} - real": paired_difference_over_seeds(scores[arm], scores["real"])
         for arm in s.arms
         if arm not in ("real", "gan-only")
     }
     if "real+classical+gan" in s.arms and "real+classical" in s.arms:
-        comparisons["real+classical+gan - real+classical"] = paired(
+        comparisons["real+classical+gan - real+classical"] = paired_difference_over_seeds(
             scores["real+classical+gan"], scores["real+classical"]
         )
     targets: dict[str, Any] = {}
@@ -588,7 +567,9 @@ def main(argv: list[str] | None = None) -> int:
             "met": ratio >= TARGETS["tstr_ratio"],
         }
     if federated:
-        diff = paired({0: federated["fl-real+gan"]["case_dice"]}, {0: federated["fl-real"]["case_dice"]})
+        diff = paired_difference_over_seeds(
+            {0: federated["fl-real+gan"]["case_dice"]}, {0: federated["fl-real"]["case_dice"]}
+        )
         targets["federated"] = {
             **diff,
             "target": f"mean >= {TARGETS['federated_drop']}",

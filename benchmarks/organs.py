@@ -121,10 +121,19 @@ def main(argv: list[str] | None = None) -> int:
         help="the federated run used --fedbn: score each scanner's held-out patients with that site's own model "
         "(the global weights with the site's BatchNorm layers, as `dose3d fl site-model` writes it)",
     )
+    parser.add_argument(
+        "--train-seed",
+        type=int,
+        default=None,
+        help="training seed of the central model, and of the federated run when this script runs it "
+        "(default: the profile's); a finished --fl-workspace keeps its own (`fl simulate --train-seed`)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     organs = tuple(o for o in args.organs.split(",") if o)
     profile = get_profile().replace(organs=organs)
+    if args.train_seed is not None:
+        profile = profile.replace(seed=args.train_seed)
     timings: dict[str, float] = {}
 
     fl_workspace = (args.fl_workspace or args.work / "fl").resolve()
@@ -134,7 +143,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.fl_workspace is None and not fl_model.is_file():
         start = time.perf_counter()
         job = SegJobConfig(
-            num_rounds=args.rounds, local_epochs=args.local_epochs, organs=organs, tensorboard=False
+            num_rounds=args.rounds,
+            local_epochs=args.local_epochs,
+            organs=organs,
+            tensorboard=False,
+            train_seed=args.train_seed,
         )
         simulate_seg(SimulationConfig(workspace=fl_workspace, sites=3, job=job, seed=0))
         timings["federated_s"] = round(time.perf_counter() - start, 1)
@@ -210,7 +223,9 @@ def main(argv: list[str] | None = None) -> int:
             "local_epochs": args.local_epochs,
             "aggregation": "fedavg",
             "fedbn": args.fedbn,
+            "train_seed": saved["profile"].get("seed"),  # the job's seed, as its model file's profile says
         },
+        "central_train_seed": profile.seed,
         # Under FedBN each scanner's held-out patients are segmented by that site's own model.
         "federated_scored_with": "each site's own model (FedBN)" if args.fedbn else "the global model",
         "central": f"{central.meta.get('epochs')} epochs on the pooled training cases of the same split, "

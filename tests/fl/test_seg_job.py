@@ -121,6 +121,22 @@ def test_fedbn_reaches_the_site_script_and_leaves_the_server_as_it_is(tmp_path: 
     assert server == plain_server
 
 
+def test_train_seed_reaches_the_initial_model_and_the_site_script(tmp_path: Path) -> None:
+    server, client = _exported_configs(tmp_path / "seeded", SegJobConfig(train_seed=7))
+    assert "--seed 7" in json.dumps(client["executors"])
+    assert '"seed": 7' in json.dumps(server)
+    _, plain_client = _exported_configs(tmp_path / "plain", SegJobConfig())
+    assert "--seed" not in json.dumps(plain_client["executors"])
+    assert SegJobConfig(train_seed=7).seg_profile.seed == 7 != SegJobConfig().seg_profile.seed
+
+
+def test_site_profile_takes_the_job_seed() -> None:
+    from dose3d_fl.fl.site.trainers import site_profile
+
+    assert site_profile("cpu-small", seed=3).seed == 3
+    assert site_profile("cpu-small").seed == SegJobConfig().seg_profile.seed
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [

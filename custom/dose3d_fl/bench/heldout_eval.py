@@ -79,6 +79,51 @@ def paired_difference(
     }
 
 
+def paired_difference_over_seeds(
+    cases: dict[int, dict[str, float]],
+    reference: dict[int, dict[str, float]],
+    resamples: int = 10000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Mean per-case Dice difference from ``reference`` over training seeds and held-out cases, with a 95 %
+    percentile bootstrap interval that resamples seeds and cases (both with replacement), so that the
+    interval holds the variation between training runs as well as between patients.
+
+    Args:
+        cases: training seed -> case -> Dice (NaN: the case does not score this organ).
+        reference: the same for the reference model (each seed's own reference run).
+        resamples: bootstrap draws.
+        seed: the bootstrap's random seed.
+
+    Returns:
+        ``mean``, ``ci95_low``, ``ci95_high``, ``per_seed`` (each seed's mean difference), ``seeds`` and
+        ``cases`` (the cases every seed of both models scored).
+    """
+    seeds = sorted(set(cases) & set(reference))
+    keys = sorted(
+        k
+        for k in set.intersection(*(set(cases[s]) & set(reference[s]) for s in seeds))
+        if all(not math.isnan(cases[s][k]) and not math.isnan(reference[s][k]) for s in seeds)
+    ) if seeds else []  # fmt: skip
+    if not keys:
+        return {"mean": math.nan, "ci95_low": math.nan, "ci95_high": math.nan, "per_seed": [], "seeds": len(seeds),
+                "cases": 0}  # fmt: skip
+    diff = np.array([[cases[s][k] - reference[s][k] for k in keys] for s in seeds])
+    rng = np.random.default_rng(seed)
+    pick_s = rng.integers(0, len(seeds), size=(resamples, len(seeds)))
+    pick_c = rng.integers(0, len(keys), size=(resamples, len(keys)))
+    means = np.take_along_axis(diff[pick_s], pick_c[:, None, :], axis=2).mean(axis=(1, 2))
+    low, high = np.percentile(means, [2.5, 97.5])
+    return {
+        "mean": float(diff.mean()),
+        "ci95_low": float(low),
+        "ci95_high": float(high),
+        "per_seed": [float(v) for v in diff.mean(1)],
+        "seeds": len(seeds),
+        "cases": len(keys),
+    }
+
+
 def heldout_scores(evaluator: Evaluator, models: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Each final model on the held-out patients: union and per-scanner Dice, and the paired per-case
     difference from the model named ``central`` (95 % bootstrap interval).

@@ -34,6 +34,7 @@ SEG_ONLY_OPTIONS = (
     ("local_lr_scale", "--local-lr-scale"),
     ("keep_optimizer_state", "--keep-optimizer-state"),
     ("fedbn", "--fedbn"),
+    ("train_seed", "--train-seed"),
     ("dp_noise", "--dp-noise"),
     *DP_OPTIONS,
     ("organs", "--organs"),
@@ -179,6 +180,7 @@ def seg_job_config(args: argparse.Namespace) -> SegJobConfig:
             min_responses=args.min_responses,
             round_timeout=args.round_timeout,
             organs=tuple(args.organs) if getattr(args, "organs", None) else None,
+            train_seed=args.train_seed,
         ),
     )
 
@@ -366,6 +368,13 @@ def add_job_options(parser: argparse.ArgumentParser) -> None:
         "--fedbn",
         action="store_true",
         help="FedBN: each site keeps its own BatchNorm layers (scanner differences); the server is unchanged",
+    )
+    variants.add_argument(
+        "--train-seed",
+        type=int,
+        default=None,
+        help="seed of the initial model and of the sites' random crops and augmentation (default: the "
+        "profile's); --seed is the synthetic data's",
     )
     dp = parser.add_argument_group(
         "differential privacy, seg job: each site's own filter, from its local/privacy.json (docs/privacy.md)"

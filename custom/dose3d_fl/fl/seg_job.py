@@ -120,6 +120,8 @@ class SegJobConfig:
         organs: the task's organs, TG-263 names in label order; they replace the profile's (default the
             profile's: the spleen). The network gets one class per organ; every site reads its cache in this
             order, an organ a case does not delineate unlabelled (``dose3d_fl.data.cases``).
+        train_seed: seed of the initial global model and of every site's random crops and augmentation
+            (default the profile's): repeated runs with other seeds measure how much a result owes to chance.
     """
 
     num_rounds: int = DEFAULT_ROUNDS
@@ -145,6 +147,7 @@ class SegJobConfig:
     local_lr_scale: float = LOCAL_LR_SCALE
     fedbn: bool = False
     organs: tuple[str, ...] | None = None
+    train_seed: int | None = None
 
     def __post_init__(self) -> None:
         if self.organs is not None:
@@ -181,9 +184,11 @@ class SegJobConfig:
 
     @property
     def seg_profile(self) -> SegProfile:
-        """The job's profile with the job's organs (the network and every site's task)."""
+        """The job's profile with the job's organs (the network and every site's task) and training seed."""
         profile = get_profile(self.profile)
-        return profile.replace(organs=self.organs) if self.organs else profile
+        if self.organs:
+            profile = profile.replace(organs=self.organs)
+        return profile if self.train_seed is None else profile.replace(seed=self.train_seed)
 
 
 class SegFedAvgRecipe(FedAvgRecipe):
@@ -275,6 +280,7 @@ def build_seg_recipe(config: SegJobConfig | None = None) -> FedAvgRecipe:
                 f"--organs {','.join(profile.organs)}"
                 + (" --keep-optimizer-state" if config.keep_optimizer_state else "")
                 + (" --fedbn" if config.fedbn else "")
+                + (f" --seed {config.train_seed}" if config.train_seed is not None else "")
             ),
             key_metric=KEY_METRIC,
             key_metric_mode="max",
@@ -289,7 +295,7 @@ def build_seg_recipe(config: SegJobConfig | None = None) -> FedAvgRecipe:
             task_check_period=config.task_check_period,
             params_transfer_type=TransferType.DIFF if config.transfer == "diff" else TransferType.FULL,
             # The global model files carry the profile and their provenance (fl/server/persistor.py).
-            model_persistor=SegModelPersistor(profile.name, organs=profile.organs),
+            model_persistor=SegModelPersistor(profile.name, organs=profile.organs, seed=config.train_seed),
             model_locator=PTFileModelLocator(pt_persistor_id="persistor"),
         )
         add_transfer_timeouts(recipe, config.dead_client_grace_period)

@@ -26,12 +26,16 @@ def site_state_folder(site_name: str, workspace: Path | None = None) -> Path:
     return load_site_config(site_name, workspace).state_dir
 
 
-def site_profile(profile_name: str, lr_scale: float = 1.0, organs: Sequence[str] | None = None) -> SegProfile:
-    """The job's segmentation profile, with the job's factor on its learning rate (its whole schedule) and
-    the job's organs (None or empty: the profile's)."""
+def site_profile(
+    profile_name: str, lr_scale: float = 1.0, organs: Sequence[str] | None = None, seed: int | None = None
+) -> SegProfile:
+    """The job's segmentation profile, with the job's factor on its learning rate (its whole schedule), the
+    job's organs (None or empty: the profile's) and the job's training seed (None: the profile's)."""
     profile = get_profile(profile_name)
     if organs:
         profile = profile.replace(organs=tuple(organs))
+    if seed is not None:
+        profile = profile.replace(seed=seed)
     return profile.replace(lr=profile.lr * lr_scale) if lr_scale != 1.0 else profile
 
 

@@ -200,6 +200,9 @@ def main() -> None:
         default="",
         help="the job's organs, comma-separated TG-263 names (default: the profile's, the spleen alone)",
     )
+    parser.add_argument(
+        "--seed", type=int, default=None, help="the job's training seed (default: the profile's)"
+    )
     args = parser.parse_args()
 
     shorten_client_polls(flare.init().api, args.result_poll)
@@ -207,7 +210,7 @@ def main() -> None:
     runner = SiteRunner(
         site,
         load_site_config(site),
-        site_profile(args.profile, args.lr_scale, [o for o in args.organs.split(",") if o]),
+        site_profile(args.profile, args.lr_scale, [o for o in args.organs.split(",") if o], args.seed),
         args.local_epochs,
         args.keep_optimizer_state,
         args.fedbn,

@@ -52,17 +52,21 @@ class SegModelPersistor(PTFileModelPersistor):
             initial network from it.
         organs: the job's organs (TG-263 names), which replace the profile's: the network's classes and the
             ``task`` of the provenance; None: the profile's.
+        seed: the job's training seed, which draws the initial weights; None: the profile's.
     """
 
-    def __init__(self, profile: str, organs: Sequence[str] | None = None) -> None:
+    def __init__(self, profile: str, organs: Sequence[str] | None = None, seed: int | None = None) -> None:
         seg_profile = get_profile(profile)
         if organs:
             seg_profile = seg_profile.replace(organs=tuple(organs))
+        if seed is not None:
+            seg_profile = seg_profile.replace(seed=seed)
         super().__init__(
             model={"path": NETWORK_CLASS, "args": {"seed": seg_profile.seed, **network_args(seg_profile)}}
         )
         self.profile = profile
         self.organs = list(seg_profile.organs)
+        self.seed = seed  # NVFlare's job export writes the constructor's arguments from these attributes
         self._seg_profile = seg_profile
         self._job_id: str | None = None
         self._job_name: str | None = None
