@@ -69,13 +69,16 @@ def round_organ_dice(
     return {organ: [union.get(organ, {}).get("dice", math.nan) for union in unions] for organ in organs}
 
 
-def format_organ_table(union: dict[str, dict[str, float | int]], tolerance_mm: float) -> list[str]:
-    """Lines of a plain-text table: per organ, cases, Dice, HD95 and surface Dice (empty for <= 1 organ)."""
+def format_organ_table(
+    union: dict[str, dict[str, float | int]], tolerance_mm: float, model: str = "final global model"
+) -> list[str]:
+    """Lines of a plain-text table: per organ, cases, Dice, HD95 and surface Dice (empty for <= 1 organ);
+    ``model`` names the model scored in the caption."""
     if len(union) <= 1:
         return []
     lines = [
         "",
-        f"final global model per organ (union of the sites' validation cases that delineate it; surface Dice "
+        f"{model} per organ (union of the sites' validation cases that delineate it; surface Dice "
         f"at {tolerance_mm:g} mm)",
         f"{'organ':<12} {'cases':>5} {'Dice':>7} {'HD95 mm':>8} {'surface Dice':>12}",
     ]

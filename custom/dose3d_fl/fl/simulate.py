@@ -146,6 +146,8 @@ def simulate_seg(config: SimulationConfig, customize: Callable[[FedAvgRecipe], N
     with simulated_sites_environment(site_configs, workspace / "checkpoints"):
         execute_seg_recipe(recipe, env)
     summary = summarise_simulation(workspace / "sim" / JOB_NAME / "server" / "simulate_job", job.num_rounds)
+    if job.fedbn:  # the sites scored every model with their own BatchNorm layers (seg_client)
+        summary["fedbn"] = True
     (workspace / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
@@ -284,7 +286,13 @@ def format_simulation_summary(summary: dict) -> str:
     final = summary["final_val_dice"]
     final_text = "not evaluated (no cross-site evaluation)" if final is None else f"{final:.4f}"
     lines.append(f"{'union':<10} {sum(summary['site_val_cases'].values()):>9}  {final_text}")
-    lines += format_organ_table(summary.get("organ_val", {}), summary.get("surface_dice_tolerance_mm", 0.0))
+    lines += format_organ_table(
+        summary.get("organ_val", {}),
+        summary.get("surface_dice_tolerance_mm", 0.0),
+        "final model, each site with its own BatchNorm (FedBN),"
+        if summary.get("fedbn")
+        else "final global model",
+    )
     if summary.get("dp_epsilon"):
         lines += [
             "",

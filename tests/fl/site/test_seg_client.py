@@ -105,3 +105,18 @@ def test_a_restarted_fedbn_site_gets_its_own_batch_norm_back(
     loaded = second.trainer.get_weights()
     assert all(torch.equal(loaded[k], trained[k]) for k in keys)
     assert all(torch.equal(loaded[k], global_weights[k]) for k in loaded if k not in keys)
+
+
+@pytest.mark.parametrize("fedbn", [False, True])
+def test_cross_site_evaluation_scores_with_the_site_batch_norm_under_fedbn(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fedbn: bool
+) -> None:
+    runner = _runner(tmp_path, monkeypatch, fedbn=fedbn)
+    own = runner.trainer.get_weights()
+    sent = {k: v * 2 if v.is_floating_point() else v for k, v in own.items()}
+    metrics = runner.evaluate(sent)
+    assert metrics["val_cases"] == 1 and 0.0 <= metrics["val_dice"] <= 1.0
+    scored = runner.trainer.get_weights()
+    norm_keys = {k for k in own if ".adn.N." in k and own[k].is_floating_point()}
+    assert all(torch.equal(scored[k], own[k] if fedbn else sent[k]) for k in norm_keys)
+    assert all(torch.equal(scored[k], sent[k]) for k in own if k not in norm_keys and ".adn.N." not in k)

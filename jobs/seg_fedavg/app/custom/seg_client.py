@@ -13,7 +13,8 @@ Each round's local training starts Adam afresh from the received global model, a
 profile's learning rate (the job sets 2); ``--keep-optimizer-state`` carries the moments over rounds instead.
 Both were chosen with ``benchmarks/fedavg_replica.py`` and confirmed by ``dose3d bench`` (docs/performance.md).
 With ``--fedbn`` the site keeps its own BatchNorm layers and loads only the rest of the global model
-(``dose3d_fl.fl.site.fedbn``); cross-site evaluation still scores every model as it was sent.
+(``dose3d_fl.fl.site.fedbn``); it validates every model, in the rounds and in cross-site evaluation, with
+its own BatchNorm layers too.
 
 ``--organs`` names the job's organs (TG-263): the site reads its cache in their order, an organ a case does
 not delineate unlabelled, and reports Dice, HD95, surface Dice and the cases scored per organ
@@ -92,6 +93,21 @@ class SiteRunner:
         if self.site_keys:
             params = with_site_norm(params, trainer.get_weights(), self.site_keys)
         trainer.set_weights(params)
+
+    def evaluate(self, params: dict[str, torch.Tensor]) -> dict[str, float | int]:
+        """Cross-site evaluation of a model on this site's validation cases: Dice, HD95 and surface Dice.
+
+        Under FedBN the site scores every model with its own BatchNorm layers, as it would use it (``dose3d fl
+        site-model``): the global model's averaged normalisation fits none of the scanners.
+        """
+        trainer = self.current_trainer()
+        self.load_global(trainer, params)
+        metrics = trainer.validate()
+        return {
+            "val_dice": float(metrics["val_dice"]),
+            "val_cases": int(metrics["cases"]),
+            **organ_metrics(metrics),
+        }
 
     def train_round(self, incoming: flare.FLModel, writer: SummaryWriter) -> flare.FLModel:
         """Validate the received global model, train locally and return the local model with metrics.
@@ -224,18 +240,7 @@ def main() -> None:
             flare.send(flare.FLModel(params=runner.trainer.get_weights()))
             continue
         if flare.is_evaluate():
-            trainer = runner.current_trainer()
-            trainer.set_weights(incoming.params)
-            metrics = trainer.validate()
-            flare.send(
-                flare.FLModel(
-                    metrics={
-                        "val_dice": float(metrics["val_dice"]),
-                        "val_cases": int(metrics["cases"]),
-                        **organ_metrics(metrics),
-                    }
-                )
-            )
+            flare.send(flare.FLModel(metrics=runner.evaluate(incoming.params)))
             continue
         try:
             flare.send(runner.train_round(incoming, writer))
