@@ -85,3 +85,24 @@ def test_segmentation_placement_gives_negative_crops_and_checks_them(demo_traine
     assert [tuple(r.shape) for r in regions] == [
         tuple(n + pad for n in v.image.shape) for v in demo_trainer.volumes
     ]
+
+
+def test_an_organ_sliver_that_a_deformation_brings_into_a_negative_crop_is_checked(
+    tiny_trainer: GanTrainer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sampler = LabelMapSampler(tiny_trainer.volumes, TINY, tiny_trainer.organ_volumes, seed=0)
+    size, margin = sampler.size, sampler.margin
+    body_only = torch.ones((size + 2 * margin,) * 3, dtype=torch.long)  # a crop beside the organs
+    monkeypatch.setattr(sampler, "_region", lambda index: body_only)
+    calls = []
+
+    def deform(region: torch.Tensor) -> torch.Tensor:  # the first draw brings 2 organ voxels in at an edge
+        crop = region[:, margin : margin + size, margin : margin + size, margin : margin + size].clone()
+        if not calls:
+            crop[0, 0, 0, :2] = 2
+        calls.append(1)
+        return crop
+
+    monkeypatch.setattr(sampler, "deform", deform)
+    (label_map,) = sampler.sample(1)
+    assert len(calls) == 2 and label_map_problem(label_map, tiny_trainer.organ_volumes) is None

@@ -81,3 +81,19 @@ def test_no_usable_training_case_is_a_clear_error(bad_cache) -> None:
 def test_usable_cases_keeps_order(bad_cache) -> None:
     train, _ = bad_cache
     assert [case["id"] for case in usable_cases(train, "training")] == ["good-0", "good-1", "good-2"]
+
+
+def test_a_synthetic_pair_without_an_organ_is_a_negative_example(tmp_path: Path) -> None:
+    from dose3d_fl.seg.synthetic import synthetic_cases
+
+    real = write_case(tmp_path / "real", "empty", seed=3)
+    _empty_label(Path(real["label"]))
+    folder = tmp_path / "synthetic"
+    folder.mkdir()
+    pair = write_case(tmp_path / "pair", "p", seed=4)
+    Path(pair["image"]).rename(folder / "sample-0001_image.nii.gz")
+    Path(pair["label"]).rename(folder / "sample-0001_label.nii.gz")
+    _empty_label(folder / "sample-0001_label.nii.gz")
+    (synthetic,) = synthetic_cases(folder)
+    assert case_problem(synthetic) is None
+    assert "is empty" in case_problem(real)

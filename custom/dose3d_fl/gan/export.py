@@ -27,6 +27,7 @@ from dose3d_fl.gan.crops import hu_to_window, load_organ_volumes, memorization_r
 from dose3d_fl.gan.memorization import MemorizationCheck
 from dose3d_fl.gan.profiles import GanProfile
 from dose3d_fl.gan.sampling import SAMPLES_RECORD
+from dose3d_fl.seg.case_check import SYNTHETIC_ID_PREFIX
 from dose3d_fl.seg.synthetic import IMAGE_SUFFIX, LABEL_SUFFIX, synthetic_cases
 
 log = logging.getLogger(__name__)
@@ -92,7 +93,7 @@ def export_samples(
     out_dir.mkdir(parents=True, exist_ok=True)
     exported, withheld = [], []
     for case, score in zip(cases, scores.tolist(), strict=True):
-        name = case["id"].removeprefix("synthetic-")
+        name = case["id"].removeprefix(SYNTHETIC_ID_PREFIX)
         if score >= check.threshold:
             withheld.append(name)
             continue
@@ -107,7 +108,7 @@ def export_samples(
         "exported": exported,
         "withheld_as_copies": withheld,
         "scores": dict(
-            zip([c["id"].removeprefix("synthetic-") for c in cases], scores.tolist(), strict=True)
+            zip([c["id"].removeprefix(SYNTHETIC_ID_PREFIX) for c in cases], scores.tolist(), strict=True)
         ),
     }
     record.write_text(json.dumps(json_safe(facts), indent=2) + "\n")

@@ -92,7 +92,10 @@ class LabelMapSampler:
                 deformed = (
                     convert_to_tensor(self.deform(region[None].float()), track_meta=False)[0].round().long()
                 )
-                last = label_map_problem(deformed, self.volume_range, present)
+                # The organs of the crop before and after the deformation: one that came in at the edge
+                # must be plausible too, so every map passes the label check as it is written.
+                after = [int(v) for v in torch.unique(organ_labels(deformed)) if v > 0]
+                last = label_map_problem(deformed, self.volume_range, sorted(set(present) | set(after)))
                 if last is None:
                     maps.append(deformed)
                     break

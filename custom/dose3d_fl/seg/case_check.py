@@ -1,7 +1,8 @@
 """Screen a site's cached cases before training: a bad case is named, skipped, and training goes on.
 
 A site cache can go bad after ingestion: a NIfTI file truncated by a full disk or a copy that stopped, a
-manifest entry whose files were deleted, a label with no voxel of the ROI. One such case must not stop a
+manifest entry whose files were deleted, a label with no voxel of the ROI (allowed for a synthetic pair: a
+crop beside the organs). One such case must not stop a
 site's training (a federation may wait hours for that site); it gets one error line naming the case, what is
 wrong and what to do, and is left out.
 """
@@ -22,6 +23,8 @@ from dose3d_fl.data.cases import IMAGE, LABEL
 log = logging.getLogger(__name__)
 
 Case = dict[str, str]
+# ``dose3d_fl.seg.synthetic.synthetic_cases`` names each GAN pair ``synthetic-<name>``.
+SYNTHETIC_ID_PREFIX = "synthetic-"
 _READ_ERRORS = (OSError, EOFError, ValueError, zlib.error, ImageFileError)
 
 
@@ -49,7 +52,9 @@ def case_problem(case: Case) -> str | None:
             return f"{key} file {path} is not a readable NIfTI ({type(err).__name__}: {err})"
     if arrays[IMAGE].shape[:3] != arrays[LABEL].shape[:3]:
         return f"image shape {arrays[IMAGE].shape} differs from label shape {arrays[LABEL].shape}"
-    if not np.any(arrays[LABEL]):
+    # A synthetic pair's label is exact by construction: without an organ it is a crop beside the organs (a
+    # negative example), not a lost delineation.
+    if not np.any(arrays[LABEL]) and not _case_name(case).startswith(SYNTHETIC_ID_PREFIX):
         return f"label {case[LABEL]} is empty (no voxel of the ROI)"
     return None
 

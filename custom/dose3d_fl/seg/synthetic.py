@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dose3d_fl.data.cases import Case
+from dose3d_fl.seg.case_check import SYNTHETIC_ID_PREFIX
 
 IMAGE_SUFFIX, LABEL_SUFFIX = "_image.nii.gz", "_label.nii.gz"
 
@@ -69,7 +70,11 @@ def synthetic_cases(folder: str | Path) -> list[Case]:
         if not label.is_file():
             raise ValueError(f"synthetic image {image} has no label {label.name}; re-run `dose3d gan sample`")
         cases.append(
-            {"id": f"synthetic-{name}", "image": str(image.resolve()), "label": str(label.resolve())}
+            {
+                "id": f"{SYNTHETIC_ID_PREFIX}{name}",
+                "image": str(image.resolve()),
+                "label": str(label.resolve()),
+            }
         )
     if not cases:
         raise FileNotFoundError(f"no *{IMAGE_SUFFIX} / *{LABEL_SUFFIX} pair in {folder}")

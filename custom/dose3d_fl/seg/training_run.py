@@ -17,6 +17,7 @@ from typing import Any
 from dose3d_fl.data.cases import load_site_cases
 from dose3d_fl.files import json_safe
 from dose3d_fl.seg.baseline import hu_threshold_baseline
+from dose3d_fl.seg.case_check import SYNTHETIC_ID_PREFIX
 from dose3d_fl.seg.profiles import SegProfile
 from dose3d_fl.seg.synthetic import SyntheticMix, mix_training_cases
 from dose3d_fl.seg.trainer import SegTrainer
@@ -140,7 +141,7 @@ def train_on_caches(
         "seconds_per_epoch": round(train_seconds / epochs, 2) if epochs else None,
         "steps_per_epoch": len(trainer.train_loader),
         "train_cases": {site.name: 0 if synthetic and synthetic.only else len(site.train) for site in sites},
-        "synthetic_cases": sum(case["id"].startswith("synthetic-") for case in train_cases),
+        "synthetic_cases": sum(case["id"].startswith(SYNTHETIC_ID_PREFIX) for case in train_cases),
         "val_cases": {site.name: len(site.val) for site in sites},
         "profile": profile.name,
         "device": str(trainer.device),
