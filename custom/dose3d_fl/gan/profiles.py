@@ -5,9 +5,10 @@ its losses. Four profiles ship:
 
 * ``cpu-small`` (default): the segmentation ``cpu-small`` training crop (48^3 at 4 mm, 19 cm), a SPADE
   generator with three resolution stages and a patch discriminator, sized for the 3-site demo federation
-  on 2 CPU cores (its training time is not measured yet).
+  on 2 CPU cores: 5 rounds x 5 local epochs took 478 s (benchmarks/results/gan_augment_design1.json).
 * ``cpu-small-posneg``: ``cpu-small`` with crops placed like the segmentation trainer's positive and
-  negative crops (a second design for the augmentation benchmark).
+  negative crops (the second design of the augmentation benchmark: 522 s for the same training,
+  benchmarks/results/gan_augment_design2_before_fixes.json).
 * ``cpu-tiny``: 16^3 crops and tiny networks, for tests and smoke runs of the job.
 * ``gpu``: the segmentation ``spleen`` training crop (96^3 at 1.5 x 1.5 x 2 mm), wider networks, a
   two-scale discriminator and more steps. Not measured here (no GPU was available).
