@@ -280,7 +280,10 @@ def format_simulation_summary(summary: dict) -> str:
     """Plain-text tables: global Dice per round, per-site Dice of the final model, cross-site matrix."""
     lines = ["round  Dice of the global model after the round (union of the sites' validation cases)"]
     lines += [f"{r:>5}  {dice:.4f}" for r, dice in enumerate(summary["round_val_dice"], start=1)]
-    lines += ["", f"{'site':<10} {'val cases':>9}  final global model Dice"]
+    scored = (
+        "final model Dice (each site's own BatchNorm)" if summary.get("fedbn") else "final global model Dice"
+    )
+    lines += ["", f"{'site':<10} {'val cases':>9}  {scored}"]
     for site, dice in sorted(summary["site_val_dice"].items()):
         lines.append(f"{site:<10} {summary['site_val_cases'].get(site, 0):>9}  {dice:.4f}")
     final = summary["final_val_dice"]

@@ -66,3 +66,18 @@ def test_the_command_writes_the_file_and_names_what_is_missing(
     )
     error = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in error and "gone.pt not found" in error
+
+
+def test_the_site_model_names_the_federation_job_and_round(site, tmp_path: Path) -> None:
+    from dose3d_fl.clinical.models import weights_sha256
+
+    _, folder, global_weights, _ = site
+    provenance = {"profile": TINY_PROFILE.name, "job_id": "0f1e", "job_name": "seg_fedavg", "round": 34,
+                  "sha256": weights_sha256(global_weights)}  # fmt: skip
+    global_file = tmp_path / "FL_global_model.pt"
+    torch.save(
+        {"model": global_weights, "profile": TINY_PROFILE.to_dict(), "provenance": provenance}, global_file
+    )
+    record = load_segmentation_model(write_site_model(global_file, folder, tmp_path / "site.pt")).record
+    assert record.kind == "FedBN site model" and record.training() == "seg_fedavg round 34"
+    assert record.job_id == "0f1e" and not record.hash_mismatch

@@ -39,7 +39,16 @@ def write_site_model(global_file: Path, state_folder: Path, out: Path, profile: 
     current_round = state.latest_round()
     keys = batch_norm_keys(build_network(model.profile))
     weights = with_site_norm(model.weights, state.weights(current_round), keys)
-    meta = {"global_model": Path(global_file).name, "site_norm_round": current_round, "fedbn": True}
+    source = model.record  # the global model's identity, so the site's RTSTRUCTs name the job and round
+    meta = {
+        "global_model": Path(global_file).name,
+        "global_sha256": source.sha256,
+        "job_id": source.job_id,
+        "job_name": source.job_name,
+        "round": source.round,
+        "site_norm_round": current_round,
+        "fedbn": True,
+    }
     save_checkpoint(out, SegCheckpoint(weights, model.profile, meta))
     logger.info("wrote %s: %s with the site's BatchNorm of round %d", out, global_file, current_round)
     return Path(out)
