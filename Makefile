@@ -14,9 +14,9 @@ DEMO_DIR ?= runs/demo
 DEMO_ORGANS ?= Spleen,Liver,Kidney_L,Kidney_R,Stomach,Pancreas,A_Aorta
 # Extra `dose3d fl simulate` options for the demo. Seven organs need more rounds than the job's default 25, and
 # the three scanners need FedBN (each site keeps its own BatchNorm layers): with FedAvg two organs stay below
-# 0.98 of the central model (docs/segmentation.md). 34 rounds x 4 local epochs fit the demo's 10 minutes on 2
+# 0.98 of the central model (docs/segmentation.md). 40 rounds x 4 local epochs fit the demo's 10 minutes on 2
 # cores from a fresh clone (.venv set-up included).
-DEMO_FL_ARGS ?= --rounds 34 --fedbn
+DEMO_FL_ARGS ?= --rounds 40 --fedbn
 
 .PHONY: venv demo test clean
 
