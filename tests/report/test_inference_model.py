@@ -37,3 +37,15 @@ def test_a_model_without_a_profile_takes_the_job_profile_or_says_why_not(tmp_pat
         RunFiles(tmp_path, tmp_path, global_model=path, profile_name="cpu-small")
     )
     assert reason is None and model.profile.name == "cpu-small"
+
+
+def test_only_a_fallback_profile_gives_way_to_the_stored_one(tmp_path: Path) -> None:
+    import pytest
+
+    from dose3d_fl.clinical.model_file import ModelFileError, load_segmentation_model
+
+    stored = get_profile("cpu-small").replace(organs=("Spleen", "Liver"))
+    path = _global_model(tmp_path / "m.pt", stored.to_dict())
+    with pytest.raises(ModelFileError, match="drop --profile"):
+        load_segmentation_model(path, "cpu-small")
+    assert load_segmentation_model(path, "cpu-small", fallback=True).profile == stored

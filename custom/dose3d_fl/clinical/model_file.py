@@ -47,7 +47,10 @@ class SegmentationModel:
 
 
 def load_segmentation_model(
-    path: str | Path, profile: str | None = None, profile_origin: str = "given with --profile"
+    path: str | Path,
+    profile: str | None = None,
+    profile_origin: str = "given with --profile",
+    fallback: bool = False,
 ) -> SegmentationModel:
     """Read a model file and settle its profile.
 
@@ -57,6 +60,8 @@ def load_segmentation_model(
         profile: profile name; required for a file that stores none. A file that stores its profile must
             agree with it in every field that shapes the network or its input.
         profile_origin: where ``profile`` came from, for the message that reports the choice.
+        fallback: ``profile`` is only for a file that stores none (e.g. the job's profile name, which lacks
+            the job's organs); a stored profile is used as it is.
 
     Returns:
         The weights with their profile and record.
@@ -85,7 +90,7 @@ def load_segmentation_model(
         raise ModelFileError(f"{path}: {one_line(err)}") from err
     record = model_record(path, data)
     if stored is not None:
-        if requested is not None and stored.incompatibilities(requested):
+        if requested is not None and not fallback and stored.incompatibilities(requested):
             raise ModelFileError(
                 f"{path} was trained with profile {stored.name!r}, which differs from --profile "
                 f"{requested.name!r} in {', '.join(stored.incompatibilities(requested))}; drop --profile"

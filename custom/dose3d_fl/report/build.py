@@ -201,15 +201,12 @@ def _inference_model(files: RunFiles) -> tuple[SegmentationModel | None, str | N
     try:
         # The profile the file stores (the job's organs included); the job's profile name only for a file
         # saved before the server recorded it.
-        return load_segmentation_model(files.global_model), None
-    except ModelFileError as stored:
-        if files.profile_name is None or "stores no profile" not in str(stored):
-            log.warning("%s", stored)
-            return None, str(stored)
-    try:
         return (
             load_segmentation_model(
-                files.global_model, files.profile_name, "named by the job's client configuration"
+                files.global_model,
+                files.profile_name,
+                "named by the job's client configuration",
+                fallback=True,
             ),
             None,
         )
