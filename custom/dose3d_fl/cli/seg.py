@@ -16,9 +16,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from dose3d_fl.seg.training_run import METRICS_NAME, MODEL_NAME, train_on_caches
 
     try:
-        profile = get_profile(args.profile).replace(seed=args.seed)
-        if args.organs:
-            profile = profile.replace(organs=tuple(args.organs))
+        profile = get_profile(args.profile, args.organs, args.seed)
         metrics = train_on_caches(
             args.cache,
             args.out,

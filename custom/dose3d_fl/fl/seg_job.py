@@ -185,10 +185,7 @@ class SegJobConfig:
     @property
     def seg_profile(self) -> SegProfile:
         """The job's profile with the job's organs (the network and every site's task) and training seed."""
-        profile = get_profile(self.profile)
-        if self.organs:
-            profile = profile.replace(organs=self.organs)
-        return profile if self.train_seed is None else profile.replace(seed=self.train_seed)
+        return get_profile(self.profile, self.organs, self.train_seed)
 
 
 class SegFedAvgRecipe(FedAvgRecipe):

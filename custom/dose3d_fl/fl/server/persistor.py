@@ -55,11 +55,7 @@ class SegModelPersistor(PTFileModelPersistor):
     """
 
     def __init__(self, profile: str, organs: Sequence[str] | None = None, seed: int | None = None) -> None:
-        seg_profile = get_profile(profile)
-        if organs:
-            seg_profile = seg_profile.replace(organs=tuple(organs))
-        if seed is not None:
-            seg_profile = seg_profile.replace(seed=seed)
+        seg_profile = get_profile(profile, organs, seed)
         super().__init__(
             model={"path": NETWORK_CLASS, "args": {"seed": seg_profile.seed, **network_args(seg_profile)}}
         )

@@ -31,11 +31,7 @@ def site_profile(
 ) -> SegProfile:
     """The job's segmentation profile, with the job's factor on its learning rate (its whole schedule), the
     job's organs (None or empty: the profile's) and the job's training seed (None: the profile's)."""
-    profile = get_profile(profile_name)
-    if organs:
-        profile = profile.replace(organs=tuple(organs))
-    if seed is not None:
-        profile = profile.replace(seed=seed)
+    profile = get_profile(profile_name, organs, seed)
     return profile.replace(lr=profile.lr * lr_scale) if lr_scale != 1.0 else profile
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -289,13 +289,23 @@ PROFILES["organs-gpu"] = PROFILES["spleen"].replace(
 DEFAULT_PROFILE = "cpu-small"
 
 
-def get_profile(name: str = DEFAULT_PROFILE) -> SegProfile:
-    """The named profile.
+def get_profile(
+    name: str = DEFAULT_PROFILE, organs: Sequence[str] | None = None, seed: int | None = None
+) -> SegProfile:
+    """The named profile, with a task's organs and a training seed in place of its own.
+
+    Args:
+        name: the profile's name.
+        organs: TG-263 names in label order (None or empty: the profile's).
+        seed: training seed (None: the profile's).
 
     Raises:
-        ValueError: no profile of that name (the message lists the known ones).
+        ValueError: no profile of that name (the message lists the known ones), or organs it refuses.
     """
-    return named_profile(PROFILES, name, "segmentation")
+    profile = named_profile(PROFILES, name, "segmentation")
+    if organs:
+        profile = profile.replace(organs=tuple(organs))
+    return profile if seed is None else profile.replace(seed=seed)
 
 
 def named_profile(registry: Mapping[str, T], name: str, kind: str) -> T:
