@@ -27,8 +27,7 @@ from dose3d_fl.gan.crops import hu_to_window, load_organ_volumes, memorization_r
 from dose3d_fl.gan.memorization import MemorizationCheck
 from dose3d_fl.gan.profiles import GanProfile
 from dose3d_fl.gan.sampling import SAMPLES_RECORD
-from dose3d_fl.seg.case_check import SYNTHETIC_ID_PREFIX
-from dose3d_fl.seg.synthetic import IMAGE_SUFFIX, LABEL_SUFFIX, synthetic_cases
+from dose3d_fl.seg.synthetic import IMAGE_SUFFIX, LABEL_SUFFIX, SYNTHETIC_ID_PREFIX, synthetic_cases
 
 log = logging.getLogger(__name__)
 

@@ -19,12 +19,11 @@ import numpy as np
 from nibabel.filebasedimages import ImageFileError
 
 from dose3d_fl.data.cases import IMAGE, LABEL
+from dose3d_fl.seg.synthetic import SYNTHETIC_ID_PREFIX
 
 log = logging.getLogger(__name__)
 
 Case = dict[str, str]
-# ``dose3d_fl.seg.synthetic.synthetic_cases`` names each GAN pair ``synthetic-<name>``.
-SYNTHETIC_ID_PREFIX = "synthetic-"
 _READ_ERRORS = (OSError, EOFError, ValueError, zlib.error, ImageFileError)
 
 

@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dose3d_fl.data.cases import Case
-from dose3d_fl.seg.case_check import SYNTHETIC_ID_PREFIX
 
 IMAGE_SUFFIX, LABEL_SUFFIX = "_image.nii.gz", "_label.nii.gz"
+# ``synthetic_cases`` names each pair ``synthetic-<name>``; the case check lets such a pair have no organ.
+SYNTHETIC_ID_PREFIX = "synthetic-"
 
 
 @dataclass(frozen=True)

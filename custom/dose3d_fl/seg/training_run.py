@@ -17,9 +17,8 @@ from typing import Any
 from dose3d_fl.data.cases import load_site_cases
 from dose3d_fl.files import json_safe
 from dose3d_fl.seg.baseline import hu_threshold_baseline
-from dose3d_fl.seg.case_check import SYNTHETIC_ID_PREFIX
 from dose3d_fl.seg.profiles import SegProfile
-from dose3d_fl.seg.synthetic import SyntheticMix, mix_training_cases
+from dose3d_fl.seg.synthetic import SYNTHETIC_ID_PREFIX, SyntheticMix, mix_training_cases
 from dose3d_fl.seg.trainer import SegTrainer
 
 log = logging.getLogger(__name__)
