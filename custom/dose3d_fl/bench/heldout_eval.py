@@ -125,7 +125,7 @@ def paired_difference_over_seeds(
 
 
 def heldout_scores(evaluator: Evaluator, models: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Each final model on the held-out patients: union and per-scanner Dice, and the paired per-case
+    """Each final model on the held-out patients: union, per-scanner and per-case Dice, and the paired per-case
     difference from the model named ``central`` (95 % bootstrap interval).
 
     Args:
@@ -146,6 +146,7 @@ def heldout_scores(evaluator: Evaluator, models: dict[str, Any]) -> dict[str, di
         name: {
             "union_dice": score["union_val_dice"],
             "site_dice": score["site_val_dice"],
+            "case_dice": score["case_dice"],
             "difference_from_central": (
                 paired_difference(score["case_dice"], central["case_dice"]) if central else None
             ),

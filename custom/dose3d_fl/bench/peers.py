@@ -136,7 +136,8 @@ def peer_plan(name: str, spec: Path, out: Path, venv: Path = FLOWER_VENV) -> Pee
 def write_task_spec(
     folder: Path, sites: list[SiteCases], profile: SegProfile, rounds: int, local_epochs: int, seed: int
 ) -> Path:
-    """Write ``folder/spec.json`` and ``folder/initial.pt`` (the project's seeded initial weights).
+    """Write ``folder/spec.json`` and ``folder/initial.pt`` (the project's initial weights for the training
+    ``seed``, as this project's runs with that seed start from).
 
     Raises:
         ValueError: a case whose labels need remapping to the task's organ order (the peers read labels as
@@ -144,7 +145,7 @@ def write_task_spec(
     """
     folder.mkdir(parents=True, exist_ok=True)
     initial = folder / "initial.pt"
-    net = SeededUNet(seed=profile.seed, **network_args(profile))
+    net = SeededUNet(seed=seed, **network_args(profile))
     torch.save({k: v.detach().clone() for k, v in net.state_dict().items()}, initial)
     cases: dict[str, dict[str, list[dict[str, str]]]] = {}
     for site in sites:

@@ -25,10 +25,10 @@ from dose3d_fl.bench.fl_figures import round_figures, wire_bytes, wire_dtypes
 from dose3d_fl.bench.heldout_eval import heldout_evaluator, paired_difference
 from dose3d_fl.bench.runner import (
     BenchConfig,
-    _site_data,
     machine,
     run_federated,
     server_job_dir,
+    site_data,
 )
 from dose3d_fl.data.cases import load_site_cases
 from dose3d_fl.files import json_safe, write_json_atomic
@@ -50,7 +50,7 @@ def compare(rounds: int, local_epochs: int, work: Path, seed: int = 0) -> dict[s
     started = time.perf_counter()
     config = BenchConfig(name="quantization_int8", rounds=rounds, local_epochs=local_epochs, seed=seed)
     profile = get_profile(config.profile)
-    data, caches = _site_data(work, config.sites, seed)
+    data, caches = site_data(work, config.sites, seed)
     validation = Evaluator(load_site_cases(caches, seed=profile.seed), profile)
     heldout = heldout_evaluator(work, profile)
     runs: dict[str, dict[str, Any]] = {}

@@ -69,7 +69,9 @@ class BenchConfig:
         rounds: federated rounds (central and local-only: ``rounds x local_epochs`` epochs).
         local_epochs: local epochs per round.
         profile: segmentation profile.
-        seed: data and training seed.
+        seed: synthetic data seed (and training seed unless ``train_seed`` is given).
+        train_seed: seed of every run's initial model and its random crops and augmentation (central,
+            local-only, this project's federated runs and the peers); ``None``: ``seed``.
         fedprox_mu: FedProx's proximal coefficient.
         variants: federated runs of the comparison, each ``(name, SegJobConfig changes)``.
         overhead_sites: site counts of the overhead runs (``overhead_rounds x overhead_local_epochs``).
@@ -87,6 +89,10 @@ class BenchConfig:
         local_only: train the local-only models.
         heldout_patients: held-out patients per scanner on which every final model is also scored
             (``bench.heldout_eval``; the systems table's Dice); 0: none.
+        seeds: training seeds; more than one runs the comparison once per seed on the same data and
+            combines the results (``bench.seeds``); empty: one run with ``train_seed``.
+        one_seed: runs that only the first of ``seeds`` runs (variant names, ``local`` for the local-only
+            models), marked as one-seed figures in the combined results.
     """
 
     name: str = "default"
@@ -106,6 +112,9 @@ class BenchConfig:
     peers: tuple[str, ...] = ()
     local_only: bool = True
     heldout_patients: int = 0
+    train_seed: int | None = None
+    seeds: tuple[int, ...] = ()
+    one_seed: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.variants:
@@ -125,6 +134,11 @@ class BenchConfig:
     def epochs(self) -> int:
         """Passes over each site's data in every run."""
         return self.rounds * self.local_epochs
+
+    @property
+    def training_seed(self) -> int:
+        """The seed of every run's initial model, crops and augmentation."""
+        return self.seed if self.train_seed is None else self.train_seed
 
 
 # A smoke run of every part: fewer patients, 2 rounds x 1 epoch; its Dice figures mean nothing. Each
@@ -158,6 +172,20 @@ PEERS_QUICK = BenchConfig(
     peers=("nvflare", "flower"),
     local_only=False,
     heldout_patients=1,
+)
+
+# The peer comparison (``dose3d bench --peers nvflare,flower``): central, local-only, this project's FedAvg,
+# its best variant on validation (FedBN, ``default.json``) and the int8 exchange, stock NVFlare and Flower,
+# 3 training seeds (local-only and int8: the first seed only), every final model also on 10 held-out
+# patients per scanner. The overhead runs by site count are a separate measurement (``bench.scaling``).
+PEERS = BenchConfig(
+    name="peers",
+    variants=(("fedavg", {}), ("fedbn", {"fedbn": True}), ("fedavg-int8", {"quantization": "int8"})),
+    overhead_sites=(),
+    peers=("nvflare", "flower"),
+    heldout_patients=10,
+    seeds=(0, 1, 2),
+    one_seed=("fedavg-int8", "local"),
 )
 
 
@@ -199,7 +227,7 @@ def _train_command(caches: list[Path], out: Path, config: BenchConfig, threads: 
         "--threads",
         str(threads),
         "--seed",
-        str(config.seed),
+        str(config.training_seed),
         "--out",
         str(out),
     ]
@@ -229,6 +257,8 @@ def run_federated(
     """One simulator run (``bench.fl_run``) in its own workspace sharing the ingested data."""
     workspace = work / name
     job = {"profile": config.profile, "cross_site_evaluation": False, **job}
+    if config.train_seed is not None:
+        job["train_seed"] = config.train_seed
     logger.info("bench: %s (%d sites, %s)", name, sites, job)
     measured = run_measured(
         federated_command(workspace, data, sites, config.seed, job), work / f"{name}.log", env=_child_env()
@@ -278,7 +308,7 @@ def final_model_file(work: Path, name: str, kind: str) -> Path:
     return work / name / MODEL_NAME
 
 
-def _site_data(
+def site_data(
     work: Path, sites: int, seed: int, patients: tuple[int, ...] | None = None
 ) -> tuple[Path, list[Path]]:
     counts = patients if patients is None or len(patients) in (1, sites) else patients[:1]
@@ -287,12 +317,23 @@ def _site_data(
     return root / "data", caches
 
 
-def run_benchmark(config: BenchConfig, out_dir: Path, work_dir: Path) -> dict[str, Any]:
-    """Run every part of the benchmark; write ``out_dir/<name>.json`` and ``.md``; return the results."""
+def run_benchmark(
+    config: BenchConfig, out_dir: Path, work_dir: Path, data_dir: Path | None = None
+) -> dict[str, Any]:
+    """Run every part of the benchmark; write ``out_dir/<name>.json`` and ``.md``; return the results.
+
+    Args:
+        config: what runs.
+        out_dir: where the results go.
+        work_dir: the runs' workspaces and logs.
+        data_dir: where the synthetic sites and the held-out patients are made, or kept if they exist
+            (default ``work_dir``; several training seeds share one).
+    """
     started = time.perf_counter()
     work_dir.mkdir(parents=True, exist_ok=True)
+    data_dir = data_dir or work_dir
     profile = get_profile(config.profile)
-    data, caches = _site_data(work_dir, config.sites, config.seed, config.patients)
+    data, caches = site_data(data_dir, config.sites, config.seed, config.patients)
     sites = load_site_cases(caches, seed=profile.seed, organs=profile.organs)
     evaluator = Evaluator(sites, profile, num_threads=os.cpu_count())
     runs: dict[str, BenchRun] = {}
@@ -343,7 +384,7 @@ def run_benchmark(config: BenchConfig, out_dir: Path, work_dir: Path) -> dict[st
         if count == config.sites and plan == fl_job and "fedavg" in runs:
             overhead_runs[label] = {"run": "fedavg", "sites": count, **runs["fedavg"].figures["overhead"]}
             continue
-        count_data, _ = _site_data(work_dir, count, config.seed, config.patients)
+        count_data, _ = site_data(data_dir, count, config.seed, config.patients)
         name = f"overhead-{count}-sites" + ("-nvflare-polling" if plan is not job else "")
         try:
             measured, run_root = run_federated(name, count_data, work_dir, count, config, plan)
@@ -361,7 +402,7 @@ def run_benchmark(config: BenchConfig, out_dir: Path, work_dir: Path) -> dict[st
 
     heldout = (
         heldout_scores(
-            heldout_evaluator(work_dir, profile, config.heldout_patients, sites=config.sites),
+            heldout_evaluator(data_dir, profile, config.heldout_patients, sites=config.sites),
             {name: run.model for name, run in runs.items()},
         )
         if config.heldout_patients
@@ -441,7 +482,9 @@ def run_peer_systems(
     skipped: dict[str, str] = {}
     if not config.peers:
         return skipped
-    spec = write_task_spec(work / "peers", sites, profile, config.rounds, config.local_epochs, config.seed)
+    spec = write_task_spec(
+        work / "peers", sites, profile, config.rounds, config.local_epochs, config.training_seed
+    )
     for peer in config.peers:
         name, out = f"peer-{peer}", work / f"peer-{peer}"
         plan = peer_plan(peer, spec, out)

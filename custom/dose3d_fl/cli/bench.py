@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,24 +16,23 @@ if TYPE_CHECKING:
 def bench_config(args: argparse.Namespace) -> BenchConfig:
     """What ``dose3d bench`` runs: the default benchmark or ``--quick``, with the options applied.
 
-    ``--peers`` adds the peer systems and scores every final model on the held-out patients (10 per scanner);
-    with ``--quick`` it is the quick peer comparison (``PEERS_QUICK``: central, FedAvg and the peers only).
+    ``--peers`` is the peer comparison (``PEERS``: 3 training seeds, every final model also scored on the
+    held-out patients, 10 per scanner); with ``--quick`` the quick peer comparison (``PEERS_QUICK``: central,
+    FedAvg and the peers only, one seed). ``--seeds`` replaces the training seeds.
 
     Raises:
-        ValueError: an unknown peer.
+        ValueError: an unknown peer, or seeds that are not distinct integers.
     """
-    import dataclasses
-
-    from dose3d_fl.bench.heldout_eval import HELDOUT_PATIENTS
     from dose3d_fl.bench.peers import parse_peers
-    from dose3d_fl.bench.runner import PEERS_QUICK, QUICK, BenchConfig
+    from dose3d_fl.bench.runner import PEERS, PEERS_QUICK, QUICK, BenchConfig
 
     peers = parse_peers(args.peers)
     if peers:
-        config = PEERS_QUICK if args.quick else BenchConfig(heldout_patients=HELDOUT_PATIENTS)
-        config = dataclasses.replace(config, peers=peers)
+        config = dataclasses.replace(PEERS_QUICK if args.quick else PEERS, peers=peers)
     else:
         config = QUICK if args.quick else BenchConfig()
+    if args.seeds is not None:
+        config = dataclasses.replace(config, seeds=parse_seeds(args.seeds))
     if args.heldout_patients is not None:
         config = dataclasses.replace(config, heldout_patients=args.heldout_patients)
     if args.name:
@@ -42,19 +42,44 @@ def bench_config(args: argparse.Namespace) -> BenchConfig:
     return config
 
 
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """``"0,1,2"`` -> ``(0, 1, 2)``.
+
+    Raises:
+        ValueError: not a comma-separated list of distinct integers.
+    """
+    try:
+        seeds = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ValueError(
+            f"--seeds {text!r}: give training seeds as integers separated by commas, e.g. 0,1,2"
+        ) from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds {text!r}: give at least one training seed, each once, e.g. 0,1,2")
+    return seeds
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from dose3d_fl.bench.runner import run_benchmark
+    from dose3d_fl.bench.seeds import run_seeds
 
     try:
         config = bench_config(args)
     except ValueError as err:
         return fail(str(err))
     work = args.work or Path("runs") / f"bench-{config.name}"
-    results = run_benchmark(config, args.out, work)
+    if len(config.seeds) > 1:
+        results = run_seeds(config, args.out, work)
+        failed = {f"seed {s}: {n}": r for s, runs in results["failed_runs"].items() for n, r in runs.items()}
+    else:
+        if config.seeds:
+            config = dataclasses.replace(config, train_seed=config.seeds[0], seeds=())
+        results = run_benchmark(config, args.out, work)
+        failed = results.get("failed_runs") or {}
     print((args.out / f"{config.name}.md").read_text())
     print(f"results: {args.out / f'{config.name}.json'} ({results['seconds']:.0f} s); runs and logs: {work}")
-    if results.get("failed_runs"):
-        return fail(f"{len(results['failed_runs'])} run(s) failed: {', '.join(results['failed_runs'])}")
+    if failed:
+        return fail(f"{len(failed)} run(s) failed: {', '.join(failed)}")
     return 0
 
 
@@ -79,8 +104,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="nvflare,flower",
         help="also run the peers on the same sites: stock NVFlare 2.9 FedAvgRecipe (nvflare) and Flower's FedAvg "
         "(flower, needs .venv-flower: benchmarks/peers/flower/setup_venv.sh; skipped with a reason without it); "
-        "every final model is then also scored on 10 held-out patients per scanner; with --quick: the quick "
-        "peer comparison (central, FedAvg and the peers, 2 rounds)",
+        "the peer comparison: central, local-only, FedAvg, FedBN, int8, 3 training seeds, every final "
+        "model also on 10 held-out patients per scanner (about 70 min); with --quick: the quick peer comparison "
+        "(central, FedAvg and the peers, 2 rounds, one seed)",
+    )
+    bench.add_argument(
+        "--seeds",
+        default=None,
+        metavar="0,1,2",
+        help="training seeds (same data; default: 0,1,2 with --peers, else 0); several: one comparison per seed "
+        "and one combined result, held-out differences over seeds and patients",
     )
     bench.add_argument(
         "--heldout-patients",
