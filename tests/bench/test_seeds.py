@@ -42,7 +42,9 @@ def _one_seed(seed: int, shift: dict[str, float], names: list[str]) -> dict:
             systems[name]["kind"] = "peer"
     if "fedavg-int8" in names:
         systems["fedavg-int8"]["sent_bytes_per_round"] = 0.24 * systems["fedavg"]["sent_bytes_per_round"]
-        systems["fedavg-int8"]["received_bytes_per_round"] = 0.24 * systems["fedavg"]["received_bytes_per_round"]
+        systems["fedavg-int8"]["received_bytes_per_round"] = (
+            0.24 * systems["fedavg"]["received_bytes_per_round"]
+        )
     return {"systems": systems, "heldout": heldout, "failed_runs": {}, "skipped_peers": {}}
 
 
@@ -90,3 +92,16 @@ def test_parse_seeds_refuses_what_is_not_distinct_integers(text: str) -> None:
 
 def test_parse_seeds() -> None:
     assert parse_seeds("0,1,2") == (0, 1, 2)
+
+
+def test_peers_are_skipped_with_the_reason_on_a_multi_organ_task(tmp_path: Path) -> None:
+    import dataclasses
+
+    from dose3d_fl.bench.runner import run_peer_systems
+    from dose3d_fl.seg.profiles import get_profile
+
+    config = dataclasses.replace(PEERS, organs=("Spleen", "Liver"))
+    runs: dict = {}
+    skipped = run_peer_systems(config, [], get_profile("cpu-small", config.organs), None, tmp_path, runs, {})
+    assert set(skipped) == {"peer-nvflare", "peer-flower"} and not runs
+    assert all("one-organ task, not the 2 organs" in reason for reason in skipped.values())

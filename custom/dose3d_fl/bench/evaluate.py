@@ -40,7 +40,9 @@ class Evaluator:
         Raises:
             ValueError: the model was trained with another network or preprocessing.
         """
-        model = load_segmentation_model(model_file, self.profile.name, "the benchmark's profile")
+        model = load_segmentation_model(
+            model_file, self.profile.name, "the benchmark's profile", fallback=True
+        )
         differences = model.profile.incompatibilities(self.profile)
         if differences:
             raise ValueError(

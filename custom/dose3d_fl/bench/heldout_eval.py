@@ -52,9 +52,13 @@ def heldout_evaluator(
         patients: held-out patients per scanner.
         seed: synthesis seed (one the benchmark never trains on).
         sites: scanners (the benchmark's sites).
+
+    The patients are ingested for the profile's organs and scored on them.
     """
-    caches = prepare_site_data(work / f"heldout-seed-{seed}", sites, seed, [patients] * sites)
-    return Evaluator(heldout_sites(caches), profile, num_threads=os.cpu_count())
+    organs = profile.organs if len(profile.organs) > 1 else None
+    folder = work / (f"heldout-seed-{seed}" + (f"-{len(organs)}-organs" if organs else ""))
+    caches = prepare_site_data(folder, sites, seed, [patients] * sites, organs=organs)
+    return Evaluator(heldout_sites(caches, organs), profile, num_threads=os.cpu_count())
 
 
 def paired_difference(

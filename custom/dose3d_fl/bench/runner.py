@@ -93,6 +93,9 @@ class BenchConfig:
             combines the results (``bench.seeds``); empty: one run with ``train_seed``.
         one_seed: runs that only the first of ``seeds`` runs (variant names, ``local`` for the local-only
             models), marked as one-seed figures in the combined results.
+        organs: the task's organs, TG-263 names in label order (empty: the profile's, the spleen); with more
+            than one the Dice figures are the mean over organs of each case, and the peers are skipped (their
+            MONAI code takes the one-organ task).
     """
 
     name: str = "default"
@@ -115,6 +118,7 @@ class BenchConfig:
     train_seed: int | None = None
     seeds: tuple[int, ...] = ()
     one_seed: tuple[str, ...] = ()
+    organs: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.variants:
@@ -230,6 +234,7 @@ def _train_command(caches: list[Path], out: Path, config: BenchConfig, threads: 
         str(config.training_seed),
         "--out",
         str(out),
+        *(["--organs", ",".join(config.organs)] if config.organs else []),
     ]
 
 
@@ -259,6 +264,8 @@ def run_federated(
     job = {"profile": config.profile, "cross_site_evaluation": False, **job}
     if config.train_seed is not None:
         job["train_seed"] = config.train_seed
+    if config.organs:
+        job["organs"] = list(config.organs)
     logger.info("bench: %s (%d sites, %s)", name, sites, job)
     measured = run_measured(
         federated_command(workspace, data, sites, config.seed, job), work / f"{name}.log", env=_child_env()
@@ -309,11 +316,21 @@ def final_model_file(work: Path, name: str, kind: str) -> Path:
 
 
 def site_data(
-    work: Path, sites: int, seed: int, patients: tuple[int, ...] | None = None
+    work: Path,
+    sites: int,
+    seed: int,
+    patients: tuple[int, ...] | None = None,
+    organs: tuple[str, ...] = (),
 ) -> tuple[Path, list[Path]]:
+    """The synthetic sites of a run under ``work`` (made once, kept): ``(data folder, site caches)``, the
+    caches ingested for ``organs`` (empty: the spleen)."""
     counts = patients if patients is None or len(patients) in (1, sites) else patients[:1]
-    root = work / (f"data-{sites}-sites" + (f"-{'-'.join(map(str, counts))}-patients" if counts else ""))
-    caches = prepare_site_data(root, sites, seed, counts)
+    root = work / (
+        f"data-{sites}-sites"
+        + (f"-{'-'.join(map(str, counts))}-patients" if counts else "")
+        + (f"-{len(organs)}-organs" if len(organs) > 1 else "")
+    )
+    caches = prepare_site_data(root, sites, seed, counts, organs=organs or None)
     return root / "data", caches
 
 
@@ -332,8 +349,8 @@ def run_benchmark(
     started = time.perf_counter()
     work_dir.mkdir(parents=True, exist_ok=True)
     data_dir = data_dir or work_dir
-    profile = get_profile(config.profile)
-    data, caches = site_data(data_dir, config.sites, config.seed, config.patients)
+    profile = get_profile(config.profile, config.organs or None)
+    data, caches = site_data(data_dir, config.sites, config.seed, config.patients, config.organs)
     sites = load_site_cases(caches, seed=profile.seed, organs=profile.organs)
     evaluator = Evaluator(sites, profile, num_threads=os.cpu_count())
     runs: dict[str, BenchRun] = {}
@@ -384,7 +401,7 @@ def run_benchmark(
         if count == config.sites and plan == fl_job and "fedavg" in runs:
             overhead_runs[label] = {"run": "fedavg", "sites": count, **runs["fedavg"].figures["overhead"]}
             continue
-        count_data, _ = site_data(data_dir, count, config.seed, config.patients)
+        count_data, _ = site_data(data_dir, count, config.seed, config.patients, config.organs)
         name = f"overhead-{count}-sites" + ("-nvflare-polling" if plan is not job else "")
         try:
             measured, run_root = run_federated(name, count_data, work_dir, count, config, plan)
@@ -482,6 +499,13 @@ def run_peer_systems(
     skipped: dict[str, str] = {}
     if not config.peers:
         return skipped
+    if len(profile.organs) > 1:
+        reason = (
+            f"skipped: the peers' MONAI code (benchmarks/peers/) takes the one-organ task, not the "
+            f"{len(profile.organs)} organs of this run"
+        )
+        logger.warning("bench: peers %s", reason)
+        return {f"peer-{peer}": reason for peer in config.peers}
     spec = write_task_spec(
         work / "peers", sites, profile, config.rounds, config.local_epochs, config.training_seed
     )

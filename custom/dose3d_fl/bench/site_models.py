@@ -36,7 +36,9 @@ def fedbn_site_models(
     Raises:
         FileNotFoundError: a site has no saved state of ``last_round``.
     """
-    global_weights = load_segmentation_model(global_file, profile.name, "the benchmark's profile").weights
+    global_weights = load_segmentation_model(
+        global_file, profile.name, "the benchmark's profile", fallback=True
+    ).weights
     keys = batch_norm_keys(build_network(profile))
     models = {}
     for cache in caches:

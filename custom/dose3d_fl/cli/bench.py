@@ -7,7 +7,7 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dose3d_fl.cli.common import fail
+from dose3d_fl.cli.common import fail, organ_list
 
 if TYPE_CHECKING:
     from dose3d_fl.bench.runner import BenchConfig
@@ -18,7 +18,8 @@ def bench_config(args: argparse.Namespace) -> BenchConfig:
 
     ``--peers`` is the peer comparison (``PEERS``: 3 training seeds, every final model also scored on the
     held-out patients, 10 per scanner); with ``--quick`` the quick peer comparison (``PEERS_QUICK``: central,
-    FedAvg and the peers only, one seed). ``--seeds`` replaces the training seeds.
+    FedAvg and the peers only, one seed). ``--seeds`` replaces the training seeds; ``--organs`` makes the
+    task multi-organ (results ``<name>-<N>-organs``; the peers are skipped with the reason).
 
     Raises:
         ValueError: an unknown peer, or seeds that are not distinct integers.
@@ -33,6 +34,9 @@ def bench_config(args: argparse.Namespace) -> BenchConfig:
         config = QUICK if args.quick else BenchConfig()
     if args.seeds is not None:
         config = dataclasses.replace(config, seeds=parse_seeds(args.seeds))
+    if args.organs:
+        organs = tuple(args.organs)
+        config = dataclasses.replace(config, organs=organs, name=f"{config.name}-{len(organs)}-organs")
     if args.heldout_patients is not None:
         config = dataclasses.replace(config, heldout_patients=args.heldout_patients)
     if args.name:
@@ -114,6 +118,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="0,1,2",
         help="training seeds (same data; default: 0,1,2 with --peers, else 0); several: one comparison per seed "
         "and one combined result, held-out differences over seeds and patients",
+    )
+    bench.add_argument(
+        "--organs",
+        type=organ_list,
+        default=None,
+        help="the task's organs, TG-263 names, e.g. Spleen,Liver,Kidney_L,Kidney_R,Stomach,Pancreas,A_Aorta "
+        "(default: the spleen); the same runs on the multi-organ task, Dice = mean over organs per case",
     )
     bench.add_argument(
         "--heldout-patients",
