@@ -35,6 +35,8 @@ def test_peers_is_the_three_seed_comparison_and_seeds_replace_its_seeds() -> Non
 def test_organs_make_the_task_multi_organ_under_its_own_name() -> None:
     config = bench_config(build_parser().parse_args(["bench", "--organs", "Spleen,Liver,Kidney_L"]))
     assert config.organs == ("Spleen", "Liver", "Kidney_L") and config.name == "default-3-organs"
+    assert [name for name, _ in config.variants] == ["fedavg", "fedbn"] and config.heldout_patients == 10
+    assert config.overhead_sites == ()
     named = bench_config(build_parser().parse_args(["bench", "--organs", "Spleen,Liver", "--name", "mine"]))
     assert named.name == "mine"
 

@@ -178,6 +178,9 @@ PEERS_QUICK = BenchConfig(
     heldout_patients=1,
 )
 
+# The multi-organ task's runs (``dose3d bench --organs ...``): FedAvg and the best variant on the spleen task.
+ORGANS_VARIANTS: tuple[tuple[str, dict[str, Any]], ...] = (("fedavg", {}), ("fedbn", {"fedbn": True}))
+
 # The peer comparison (``dose3d bench --peers nvflare,flower``): central, local-only, this project's FedAvg,
 # its best variant on validation (FedBN, ``default.json``) and the int8 exchange, stock NVFlare and Flower,
 # 3 training seeds (local-only and int8: the first seed only), every final model also on 10 held-out

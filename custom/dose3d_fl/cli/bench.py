@@ -19,13 +19,15 @@ def bench_config(args: argparse.Namespace) -> BenchConfig:
     ``--peers`` is the peer comparison (``PEERS``: 3 training seeds, every final model also scored on the
     held-out patients, 10 per scanner); with ``--quick`` the quick peer comparison (``PEERS_QUICK``: central,
     FedAvg and the peers only, one seed). ``--seeds`` replaces the training seeds; ``--organs`` makes the
-    task multi-organ (results ``<name>-<N>-organs``; the peers are skipped with the reason).
+    task multi-organ (results ``<name>-<N>-organs``; the peers are skipped with the reason); without
+    ``--peers`` or ``--quick`` it runs central, local-only, FedAvg and FedBN and scores them on the held-out
+    patients (the overhead runs are the spleen task's).
 
     Raises:
         ValueError: an unknown peer, or seeds that are not distinct integers.
     """
     from dose3d_fl.bench.peers import parse_peers
-    from dose3d_fl.bench.runner import PEERS, PEERS_QUICK, QUICK, BenchConfig
+    from dose3d_fl.bench.runner import ORGANS_VARIANTS, PEERS, PEERS_QUICK, QUICK, BenchConfig
 
     peers = parse_peers(args.peers)
     if peers:
@@ -37,6 +39,10 @@ def bench_config(args: argparse.Namespace) -> BenchConfig:
     if args.organs:
         organs = tuple(args.organs)
         config = dataclasses.replace(config, organs=organs, name=f"{config.name}-{len(organs)}-organs")
+        if not peers and not args.quick:
+            config = dataclasses.replace(
+                config, variants=ORGANS_VARIANTS, overhead_sites=(), heldout_patients=PEERS.heldout_patients
+            )
     if args.heldout_patients is not None:
         config = dataclasses.replace(config, heldout_patients=args.heldout_patients)
     if args.name:
