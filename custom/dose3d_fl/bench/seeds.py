@@ -185,13 +185,21 @@ def format_seeds(results: dict[str, Any]) -> str:
     lines += format_systems(results)[1:]
     lines += [
         "",
-        "| system | seeds | held-out union Dice per seed | s to target per seed |",
-        "|---|---|---|---|",
+        "| system | seeds | validation union Dice (6 cases), mean: per seed | held-out union Dice per seed "
+        "| s to target per seed |",
+        "|---|---|---|---|---|",
     ]
+
+    def per_seed(values: list[Any], digits: int) -> str:
+        return " / ".join("n/a" if v is None else f"{v:.{digits}f}" for v in values)
+
     for name, row in results["systems"].items():
-        dice = " / ".join("n/a" if d is None else f"{d:.4f}" for d in row["heldout_union_dice_per_seed"])
-        time_ = " / ".join("n/a" if t is None else f"{t:.1f}" for t in row["seconds_to_target_per_seed"])
-        lines.append(f"| {name} | {row['seeds']} | {dice} | {time_} |")
+        val = row["union_val_dice"]
+        lines.append(
+            f"| {name} | {row['seeds']} | {'n/a' if val is None else f'{val:.4f}'}: "
+            f"{per_seed(row['union_val_dice_per_seed'], 4)} | {per_seed(row['heldout_union_dice_per_seed'], 4)} "
+            f"| {per_seed(row['seconds_to_target_per_seed'], 1)} |"
+        )
     lines += ["", f"Best variant, chosen on validation: **{results['best_variant']}**.", ""]
     lines += ["| target (issue 26) | measured | limit | met? |", "|---|---|---|---|"]
     for name, target in results["targets"].items():
@@ -199,6 +207,9 @@ def format_seeds(results: dict[str, Any]) -> str:
         measured = target["measured"]
         if isinstance(measured, dict) and "ci95_low" in measured:
             measured = f"{measured['mean']:+.4f} [{measured['ci95_low']:+.4f}, {measured['ci95_high']:+.4f}]"
+            measured = f"{target.get('variant', '')} {measured}".strip()
+        elif isinstance(measured, dict):
+            measured = ", ".join(f"{key} {value}" for key, value in measured.items())
         lines.append(f"| {name} | {measured} | {target['limit']} | {met} |")
     failed = {s: f for s, f in results["failed_runs"].items() if f}
     if failed:
