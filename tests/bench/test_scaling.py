@@ -69,10 +69,12 @@ def test_message_size_matches_what_the_wire_meter_measured() -> None:
 
 
 def test_project_and_format() -> None:
-    results = {"runs": {"a": _run(8, 0.5), "b": _run(16, 0.9)}}
+    tiny = _run(10, 5.0) | {"profile": "cpu-tiny"}  # another profile's run: not used for cpu-small's cost
+    results = {"runs": {"a": _run(8, 0.5), "b": _run(16, 0.9), "t": tiny}}
     results["projections"] = {"cpu-small": project(results, "cpu-small", 10)}
     p = results["projections"]["cpu-small"]
     assert p["fixed_seconds_interpolated"] == pytest.approx(0.6)
+    assert p["fixed_cost_measured_with"] == "cpu-small"
     assert p["int8"]["seconds_per_round_shared_link"] < p["float32"]["seconds_per_round_shared_link"]
     text = format_scaling(results)
     assert "| a | 8 |" in text and "Projection: 10 hospitals, cpu-small model, 100 Mbit/s, 50 ms" in text

@@ -5,7 +5,9 @@ runs this project's FedAvg job in the NVFlare simulator with each number of site
 site, as each hospital runs its own client; the demo's scanners cycled over the sites, ``--patients`` per
 site), and measures per site count: the fixed cost per round after round 1 (round wall time minus the slowest
 site's compute, ``bench.fl_figures.overhead``), the server's peak memory (the simulator's server process),
-the sites' peak memory, the bytes per site per round and the whole process's wall time. Results go to
+the sites' peak memory, the bytes per site per round and the whole process's wall time (and
+``MALLOC_ARENA_MAX`` if set: glibc's arenas are most of what a small site process holds beyond its
+libraries; ``MALLOC_ARENA_MAX=1`` lets 32 of them fit in 24 GB with the ``cpu-tiny`` profile). Results go to
 ``OUT/scaling.json`` and ``scaling.md``; a run adds its site counts to what the file already holds.
 
 The projection (``projection``) puts the measurements and a model's message size together for a federation
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +82,7 @@ def run_scaling(
             "wall_seconds": measured.wall_seconds,
             "sent_bytes_per_site_per_round": round(sum(sent) / len(sent)) if sent else None,
             "received_bytes_per_site_per_round": round(sum(received) / len(received)) if received else None,
+            "malloc_arena_max": os.environ.get("MALLOC_ARENA_MAX"),
             "command": f"python -m dose3d_fl.bench.scaling --sites {count} --profile {profile} "
             f"--patients {patients} --rounds {rounds} --local-epochs {local_epochs}",
         }
@@ -170,13 +174,19 @@ def projection(
 
 
 def project(
-    results: dict[str, Any], profile: str, hospitals: int = 10, link: Link = Link()
+    results: dict[str, Any],
+    profile: str,
+    hospitals: int = 10,
+    link: Link = Link(),
+    measured_profile: str = "cpu-small",
 ) -> dict[str, Any]:
-    """The projection for ``hospitals`` sites with ``profile``'s model, float32 and int8, from ``results``'
-    measured fixed costs."""
-    fixed = interpolated_fixed_cost(results["runs"], hospitals)
+    """The projection for ``hospitals`` sites with ``profile``'s model, float32 and int8, from the fixed
+    costs ``results`` measured with ``measured_profile``'s runs."""
+    runs = {k: r for k, r in results["runs"].items() if r["profile"] == measured_profile}
+    fixed = interpolated_fixed_cost(runs, hospitals)
     out: dict[str, Any] = {
         "hospitals": hospitals,
+        "fixed_cost_measured_with": measured_profile,
         "link": {"mbit_per_s": link.mbit_per_s, "latency_s": link.latency_s},
         "profile": profile,
         "messages_per_round": MESSAGES_PER_ROUND,

@@ -251,6 +251,11 @@ PROFILES: dict[str, SegProfile] = {
 # Differential privacy needs a network without BatchNorm running statistics (as opacus demands): they are
 # data-dependent, must be noised with the update, and their scale (hundreds) dwarfs the weights' (0.01).
 PROFILES["cpu-small-dp"] = PROFILES["cpu-small"].replace(name="cpu-small-dp", norm="instance")
+# For orchestration measurements with many simulated sites on one machine (``bench.scaling``): a network and
+# crops small enough that 32 site processes fit in 24 GB. It does not learn anything useful.
+PROFILES["cpu-tiny"] = PROFILES["cpu-small"].replace(
+    name="cpu-tiny", roi_size=(24, 24, 24), channels=(4, 8, 16), strides=(2, 2), sw_batch_size=1
+)
 PROFILES |= {
     profile.name: profile
     for profile in (
