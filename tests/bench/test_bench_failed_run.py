@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from dose3d_fl.bench.runner import BenchConfig, run_benchmark
+from dose3d_fl.bench.config import BenchConfig
+from dose3d_fl.bench.runner import run_benchmark
 
 pytestmark = pytest.mark.slow
 

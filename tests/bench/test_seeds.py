@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dose3d_fl.bench.runner import PEERS
+from dose3d_fl.bench.config import PEERS
 from dose3d_fl.bench.seeds import combine_seeds, format_seeds, seed_config
 from dose3d_fl.cli.bench import parse_seeds
 

@@ -20,11 +20,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from dose3d_fl.bench.config import BenchConfig
 from dose3d_fl.bench.evaluate import Evaluator
 from dose3d_fl.bench.fl_figures import round_figures, wire_bytes, wire_dtypes
 from dose3d_fl.bench.heldout_eval import heldout_evaluator, paired_difference
 from dose3d_fl.bench.runner import (
-    BenchConfig,
     machine,
     run_federated,
     server_job_dir,

@@ -29,8 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dose3d_fl.bench.config import BenchConfig
 from dose3d_fl.bench.fl_figures import overhead, round_figures, wire_bytes
-from dose3d_fl.bench.runner import BenchConfig, machine, run_federated, server_job_dir, site_data
+from dose3d_fl.bench.runner import machine, run_federated, server_job_dir, site_data
 from dose3d_fl.files import json_safe
 
 logger = logging.getLogger(__name__)
@@ -94,33 +95,26 @@ def run_scaling(
 
 
 def message_bytes(profile: str, quantization: str = "float32") -> dict[str, int]:
-    """The FOBS-encoded size of a model message of ``profile``'s network, as the job sends its weights.
+    """The FOBS-encoded size of a model message of ``profile``'s network, as the job sends its weights
+    (``fl.wire_meter.weights_message_bytes``).
 
     Returns:
         ``serialized_bytes`` (the whole message) and ``tensor_bytes`` (the float32 weights alone).
-    """
-    import numpy as np
-    from nvflare.apis.dxo import DXO, DataKind
-    from nvflare.app_common.decomposers import common_decomposers
-    from nvflare.fuel.utils import fobs
 
-    from dose3d_fl.fl.policy.quantization import encode_int8
+    Raises:
+        ValueError: a quantization other than ``float32`` or ``int8``.
+    """
+    from dose3d_fl.fl.wire_meter import weights_message_bytes
     from dose3d_fl.seg.network import build_network
     from dose3d_fl.seg.profiles import get_profile
 
     weights = {
         k: v.detach().cpu().numpy() for k, v in build_network(get_profile(profile)).state_dict().items()
     }
-    tensor_bytes = sum(int(np.asarray(v).nbytes) for v in weights.values())
-    if quantization == "int8":
-        data, _ = encode_int8(weights)
-    elif quantization == "float32":
-        data = weights
-    else:
-        raise ValueError(f"quantization {quantization!r}: float32 or int8")
-    common_decomposers.register()  # numpy arrays, as NVFlare registers them in its processes
-    shareable = DXO(data_kind=DataKind.WEIGHTS, data=data).to_shareable()
-    return {"serialized_bytes": len(fobs.dumps(shareable)), "tensor_bytes": tensor_bytes}
+    return {
+        "serialized_bytes": weights_message_bytes(weights, quantization),
+        "tensor_bytes": sum(int(v.nbytes) for v in weights.values()),
+    }
 
 
 def interpolated_fixed_cost(runs: dict[str, dict[str, Any]], sites: int) -> float:

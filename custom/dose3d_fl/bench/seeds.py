@@ -22,8 +22,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from dose3d_fl.bench.config import BenchConfig
 from dose3d_fl.bench.heldout_eval import paired_difference_over_seeds
-from dose3d_fl.bench.runner import BenchConfig, machine, run_benchmark
+from dose3d_fl.bench.runner import machine, run_benchmark
 from dose3d_fl.bench.systems import SYSTEM_FIELDS, format_systems, peer_targets
 from dose3d_fl.files import json_safe
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from dose3d_fl.cli.common import fail, organ_list
 
 if TYPE_CHECKING:
-    from dose3d_fl.bench.runner import BenchConfig
+    from dose3d_fl.bench.config import BenchConfig
 
 
 def bench_config(args: argparse.Namespace) -> BenchConfig:
@@ -26,8 +26,8 @@ def bench_config(args: argparse.Namespace) -> BenchConfig:
     Raises:
         ValueError: an unknown peer, or seeds that are not distinct integers.
     """
+    from dose3d_fl.bench.config import ORGANS_VARIANTS, PEERS, PEERS_QUICK, QUICK, BenchConfig
     from dose3d_fl.bench.peers import parse_peers
-    from dose3d_fl.bench.runner import ORGANS_VARIANTS, PEERS, PEERS_QUICK, QUICK, BenchConfig
 
     peers = parse_peers(args.peers)
     if peers:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from nvflare.apis.filter import Filter
 from nvflare.apis.fl_constant import ReservedKey
@@ -55,3 +57,28 @@ def add_wire_meters(recipe: FedAvgRecipe) -> None:
     filter at the server (after the site policy and any quantisation)."""
     recipe.add_client_output_filter(WireMeter(), tasks=list(JOB_TASKS))
     recipe.add_server_output_filter(WireMeter(), tasks=list(JOB_TASKS))
+
+
+def weights_message_bytes(weights: Mapping[str, Any], quantization: str = "float32") -> int:
+    """The FOBS-encoded size of a message carrying ``weights`` as the job sends a model (a ``DXO`` of weights in
+    a ``Shareable``; ``int8``: packed by ``fl.policy.quantization.encode_int8``), as ``WireMeter`` counts it
+    less the task headers (a few hundred bytes).
+
+    Raises:
+        ValueError: a quantization other than ``float32`` or ``int8``.
+    """
+    import numpy as np
+    from nvflare.apis.dxo import DXO, DataKind
+    from nvflare.app_common.decomposers import common_decomposers
+
+    from dose3d_fl.fl.policy.quantization import encode_int8
+
+    arrays = {k: np.asarray(v) for k, v in weights.items()}
+    if quantization == "int8":
+        data, _ = encode_int8(arrays)
+    elif quantization == "float32":
+        data = arrays
+    else:
+        raise ValueError(f"quantization {quantization!r}: float32 or int8")
+    common_decomposers.register()  # numpy arrays, as NVFlare registers them in its processes
+    return len(fobs.dumps(DXO(data_kind=DataKind.WEIGHTS, data=data).to_shareable()))
