@@ -6,8 +6,8 @@ site, as each hospital runs its own client; the demo's scanners cycled over the 
 site), and measures per site count: the fixed cost per round after round 1 (round wall time minus the slowest
 site's compute, ``bench.fl_figures.overhead``), the server's peak memory (the simulator's server process),
 the sites' peak memory, the bytes per site per round and the whole process's wall time (and
-``MALLOC_ARENA_MAX`` if set: glibc's arenas are most of what a small site process holds beyond its
-libraries; ``MALLOC_ARENA_MAX=1`` lets 32 of them fit in 24 GB with the ``cpu-tiny`` profile). Results go to
+``MALLOC_ARENA_MAX`` if set: glibc's per-thread arenas add to every site process; with ``MALLOC_ARENA_MAX=1``
+and the ``cpu-tiny`` profile 32 site processes fit in 24 GB). Results go to
 ``OUT/scaling.json`` and ``scaling.md``; a run adds its site counts to what the file already holds.
 
 The projection (``projection``) puts the measurements and a model's message size together for a federation
@@ -244,7 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--local-epochs", type=int, default=1)
     parser.add_argument(
-        "--project", default="spleen,cpu-small", help="profiles of the 10-hospital projection"
+        "--project",
+        default="organs-gpu,cpu-small",
+        help="profiles of the 10-hospital projection (empty: keep the file's projections)",
     )
     parser.add_argument("--hospitals", type=int, default=10)
     parser.add_argument("--work", type=Path, default=Path("runs/bench-scaling"))
@@ -255,9 +257,9 @@ def main(argv: list[str] | None = None) -> int:
     results = run_scaling(
         counts, args.profile, args.patients, args.rounds, args.local_epochs, args.work, args.out
     )
-    results["projections"] = {
-        profile: project(results, profile, args.hospitals) for profile in args.project.split(",") if profile
-    }
+    profiles = [profile for profile in args.project.split(",") if profile]
+    if profiles:  # else the file keeps the projections it has
+        results["projections"] = {profile: project(results, profile, args.hospitals) for profile in profiles}
     (args.out / f"{RESULTS_NAME}.json").write_text(json.dumps(json_safe(results), indent=2) + "\n")
     (args.out / f"{RESULTS_NAME}.md").write_text(format_scaling(results))
     print(format_scaling(results))
