@@ -25,7 +25,7 @@ from typing import Any
 from dose3d_fl.bench.config import BenchConfig
 from dose3d_fl.bench.heldout_eval import paired_difference_over_seeds
 from dose3d_fl.bench.runner import machine, run_benchmark
-from dose3d_fl.bench.systems import SYSTEM_FIELDS, format_systems, peer_targets
+from dose3d_fl.bench.systems import SYSTEM_FIELDS, format_systems, met_label, peer_targets
 from dose3d_fl.files import json_safe
 
 logger = logging.getLogger(__name__)
@@ -204,7 +204,7 @@ def format_seeds(results: dict[str, Any]) -> str:
     lines += ["", f"Best variant, chosen on validation: **{results['best_variant']}**.", ""]
     lines += ["| target (issue 26) | measured | limit | met? |", "|---|---|---|---|"]
     for name, target in results["targets"].items():
-        met = {None: "not measured", True: "yes", False: "**no**"}[target["met"]]
+        met = met_label(target["met"])
         measured = target["measured"]
         if isinstance(measured, dict) and "ci95_low" in measured:
             measured = f"{measured['mean']:+.4f} [{measured['ci95_low']:+.4f}, {measured['ci95_high']:+.4f}]"

@@ -125,6 +125,11 @@ def peer_targets(systems: dict[str, dict[str, Any]], project: str = "fedavg") ->
     }
 
 
+def met_label(met: bool | None) -> str:
+    """How a target's outcome reads in a report: ``yes``, ``**no**`` or ``not measured`` (``None``)."""
+    return {None: "not measured", True: "yes", False: "**no**"}[met]
+
+
 def format_systems(results: dict[str, Any]) -> list[str]:
     """Markdown lines: the systems table and the peer targets (empty when the run has no systems table)."""
     systems = results.get("systems")
@@ -165,6 +170,6 @@ def format_systems(results: dict[str, Any]) -> list[str]:
     if targets:
         lines += ["", "| target (issue 26) | measured | limit | met? |", "|---|---|---|---|"]
         for name, target in targets.items():
-            met = {None: "not measured", True: "yes", False: "**no**"}[target["met"]]
+            met = met_label(target["met"])
             lines.append(f"| {name} | {num(target['measured'])} | {target['limit']} | {met} |")
     return lines
