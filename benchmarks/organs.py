@@ -11,7 +11,7 @@ three naming conventions; partial delineation), ingested for the organs (default
   epochs (the benchmark's budget for a central model, ``dose3d bench``).
 
 Both are scored on new patients of the same three scanners (10 per scanner, synthesis seed 1000, never used
-for training or choosing), ingested the same way: each organ on the held-out cases that delineate it (the
+for training; ``--heldout-seed`` and ``--heldout-patients`` draw another set), ingested the same way: each organ on the held-out cases that delineate it (the
 held-out sites omit organs as their habits say), with the one validation code of the project
 (``SegTrainer.validate``: Dice, HD95 and surface Dice at 4 mm on the profile's 4 mm grid). Per organ it
 reports both models' means, the ratio federated / central of the mean Dice (target >= 0.98 for every organ),
@@ -122,6 +122,25 @@ def main(argv: list[str] | None = None) -> int:
         "(the global weights with the site's BatchNorm layers, as `dose3d fl site-model` writes it)",
     )
     parser.add_argument(
+        "--silobn",
+        action="store_true",
+        help="the federated run used --silobn: score as with --fedbn (each site's model: the global weights with "
+        "the site's own BatchNorm statistics)",
+    )
+    parser.add_argument(
+        "--heldout-seed",
+        type=int,
+        default=HELDOUT_SEED,
+        help=f"synthesis seed of the held-out patients (default {HELDOUT_SEED}; another seed gives new patients "
+        "of the same scanners)",
+    )
+    parser.add_argument(
+        "--heldout-patients",
+        type=int,
+        default=HELDOUT_PATIENTS,
+        help=f"held-out patients per scanner (default {HELDOUT_PATIENTS})",
+    )
+    parser.add_argument(
         "--train-seed",
         type=int,
         default=None,
@@ -181,10 +200,16 @@ def main(argv: list[str] | None = None) -> int:
 
     start = time.perf_counter()
     held = prepare_site_data(
-        args.work / f"heldout-seed-{HELDOUT_SEED}", 3, HELDOUT_SEED, [HELDOUT_PATIENTS] * 3, organs=organs
+        args.work / f"heldout-seed-{args.heldout_seed}"
+        f"{'' if args.heldout_patients == HELDOUT_PATIENTS else f'-{args.heldout_patients}'}",
+        3,
+        args.heldout_seed,
+        [args.heldout_patients] * 3,
+        organs=organs,
     )
     sites = heldout_sites(held, organs)
-    if args.fedbn:
+    site_norm = args.fedbn or args.silobn
+    if site_norm:
         federated: dict = {}
         for site in sites:
             site_model = args.work / "fedbn_site_models" / f"{site.name}.pt"
@@ -223,14 +248,19 @@ def main(argv: list[str] | None = None) -> int:
             "local_epochs": args.local_epochs,
             "aggregation": "fedavg",
             "fedbn": args.fedbn,
+            "silobn": args.silobn,
             "train_seed": saved["profile"].get("seed"),  # the job's seed, as its model file's profile says
         },
         "central_train_seed": profile.seed,
         # Under FedBN each scanner's held-out patients are segmented by that site's own model.
-        "federated_scored_with": "each site's own model (FedBN)" if args.fedbn else "the global model",
+        "federated_scored_with": "each site's own model (FedBN)"
+        if args.fedbn
+        else "each site's own model (SiloBN)"
+        if args.silobn
+        else "the global model",
         "central": f"{central.meta.get('epochs')} epochs on the pooled training cases of the same split, "
         "profile cpu-small",
-        "heldout": f"{HELDOUT_PATIENTS} patients per scanner x 3 scanners, synthesis seed {HELDOUT_SEED}; "
+        "heldout": f"{args.heldout_patients} patients per scanner x 3 scanners, synthesis seed {args.heldout_seed}; "
         "each organ on the cases that delineate it",
         "surface_dice_tolerance_mm": 4.0,
         "target": f"federated / central mean Dice >= {TARGET} for every organ",

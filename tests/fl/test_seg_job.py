@@ -121,6 +121,15 @@ def test_fedbn_reaches_the_site_script_and_leaves_the_server_as_it_is(tmp_path: 
     assert server == plain_server
 
 
+def test_silobn_reaches_the_site_script_and_leaves_the_server_as_it_is(tmp_path: Path) -> None:
+    plain_server, _ = _exported_configs(tmp_path / "plain", SegJobConfig())
+    server, client = _exported_configs(tmp_path / "silobn", SegJobConfig(silobn=True))
+    executors = json.dumps(client["executors"])
+    assert "--silobn" in executors and "--fedbn" not in executors
+    assert server == plain_server
+    assert SegJobConfig(silobn=True).site_norm and not SegJobConfig().site_norm
+
+
 def test_train_seed_reaches_the_initial_model_and_the_site_script(tmp_path: Path) -> None:
     server, client = _exported_configs(tmp_path / "seeded", SegJobConfig(train_seed=7))
     assert "--seed 7" in json.dumps(client["executors"])
@@ -144,6 +153,8 @@ def test_site_profile_takes_the_job_seed() -> None:
         ({"quantization": "int4"}, "quantization"),
         ({"fedprox_mu": -1}, "fedprox"),
         ({"fedbn": True, "profile": "cpu-small-dp"}, "instance normalisation"),
+        ({"silobn": True, "profile": "cpu-small-dp"}, "silobn keeps"),
+        ({"fedbn": True, "silobn": True}, "exclude each other"),
     ],
 )
 def test_invalid_variants_are_refused(change: dict, message: str) -> None:

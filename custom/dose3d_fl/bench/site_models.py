@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from dose3d_fl.clinical.model_file import load_segmentation_model
-from dose3d_fl.fl.site.fedbn import batch_norm_keys, with_site_norm
+from dose3d_fl.fl.site.fedbn import with_site_norm
 from dose3d_fl.fl.site.state import STATE_DIR, SiteState
 from dose3d_fl.seg.network import build_network
 from dose3d_fl.seg.profiles import SegProfile
@@ -39,11 +39,12 @@ def fedbn_site_models(
     global_weights = load_segmentation_model(
         global_file, profile.name, "the benchmark's profile", fallback=True
     ).weights
-    keys = batch_norm_keys(build_network(profile))
+    network = build_network(profile)
     models = {}
     for cache in caches:
-        site_weights = SiteState(Path(cache) / STATE_DIR, profile.name).weights(last_round)
-        models[Path(cache).name] = with_site_norm(global_weights, site_weights, keys)
+        state = SiteState(Path(cache) / STATE_DIR, profile.name)
+        keys = state.own_keys(last_round, network)  # FedBN's BatchNorm layers or SiloBN's statistics
+        models[Path(cache).name] = with_site_norm(global_weights, state.weights(last_round), keys)
     return models
 
 

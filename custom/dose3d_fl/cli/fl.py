@@ -34,6 +34,7 @@ SEG_ONLY_OPTIONS = (
     ("local_lr_scale", "--local-lr-scale"),
     ("keep_optimizer_state", "--keep-optimizer-state"),
     ("fedbn", "--fedbn"),
+    ("silobn", "--silobn"),
     ("train_seed", "--train-seed"),
     ("dp_noise", "--dp-noise"),
     *DP_OPTIONS,
@@ -174,6 +175,7 @@ def seg_job_config(args: argparse.Namespace) -> SegJobConfig:
             local_lr_scale=args.local_lr_scale,
             keep_optimizer_state=args.keep_optimizer_state or None,
             fedbn=args.fedbn or None,
+            silobn=args.silobn or None,
             trim_fraction=args.trim_fraction,
             max_norm_ratio=args.max_norm_ratio,
             min_clients=args.min_clients,
@@ -368,6 +370,11 @@ def add_job_options(parser: argparse.ArgumentParser) -> None:
         "--fedbn",
         action="store_true",
         help="FedBN: each site keeps its own BatchNorm layers (scanner differences); the server is unchanged",
+    )
+    variants.add_argument(
+        "--silobn",
+        action="store_true",
+        help="SiloBN: each site keeps only its BatchNorm statistics; their scale and shift are federated",
     )
     variants.add_argument(
         "--train-seed",

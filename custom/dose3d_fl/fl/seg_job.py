@@ -117,6 +117,8 @@ class SegJobConfig:
             training for the same progress (docs/performance.md).
         fedbn: FedBN: each site keeps its own BatchNorm layers and loads the rest of the global model
             (``dose3d_fl.fl.site.fedbn``); the server is unchanged. Needs a profile with batch normalisation.
+        silobn: SiloBN: each site keeps only its BatchNorm statistics; the layers' scale and shift are
+            federated. Excludes ``fedbn``; needs batch normalisation too.
         organs: the task's organs, TG-263 names in label order; they replace the profile's (default the
             profile's: the spleen). The network gets one class per organ; every site reads its cache in this
             order, an organ a case does not delineate unlabelled (``dose3d_fl.data.cases``).
@@ -146,6 +148,7 @@ class SegJobConfig:
     keep_optimizer_state: bool = False
     local_lr_scale: float = LOCAL_LR_SCALE
     fedbn: bool = False
+    silobn: bool = False
     organs: tuple[str, ...] | None = None
     train_seed: int | None = None
 
@@ -176,11 +179,22 @@ class SegJobConfig:
             raise ValueError(f"local_lr_scale must be > 0, got {self.local_lr_scale}")
         if self.result_poll_interval <= 0:
             raise ValueError(f"result_poll_interval must be > 0 s, got {self.result_poll_interval}")
-        if self.fedbn and (norm := get_profile(self.profile).norm) != "batch":
+        if self.fedbn and self.silobn:
             raise ValueError(
-                f"fedbn keeps the sites' BatchNorm layers, but profile {self.profile!r} uses {norm} "
+                "fedbn and silobn exclude each other: a site keeps its BatchNorm layers (fedbn) or only their "
+                "statistics (silobn)"
+            )
+        if (self.fedbn or self.silobn) and (norm := get_profile(self.profile).norm) != "batch":
+            option = "fedbn" if self.fedbn else "silobn"
+            raise ValueError(
+                f"{option} keeps the sites' BatchNorm layers, but profile {self.profile!r} uses {norm} "
                 "normalisation; choose a profile with batch normalisation"
             )
+
+    @property
+    def site_norm(self) -> bool:
+        """Whether each site keeps BatchNorm tensors of its own (FedBN or SiloBN): no single global model."""
+        return self.fedbn or self.silobn
 
     @property
     def seg_profile(self) -> SegProfile:
@@ -277,6 +291,7 @@ def build_seg_recipe(config: SegJobConfig | None = None) -> FedAvgRecipe:
                 f"--organs {','.join(profile.organs)}"
                 + (" --keep-optimizer-state" if config.keep_optimizer_state else "")
                 + (" --fedbn" if config.fedbn else "")
+                + (" --silobn" if config.silobn else "")
                 + (f" --seed {config.train_seed}" if config.train_seed is not None else "")
             ),
             key_metric=KEY_METRIC,

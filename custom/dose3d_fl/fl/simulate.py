@@ -146,8 +146,9 @@ def simulate_seg(config: SimulationConfig, customize: Callable[[FedAvgRecipe], N
     with simulated_sites_environment(site_configs, workspace / "checkpoints"):
         execute_seg_recipe(recipe, env)
     summary = summarise_simulation(workspace / "sim" / JOB_NAME / "server" / "simulate_job", job.num_rounds)
-    if job.fedbn:  # the sites scored every model with their own BatchNorm layers (seg_client)
+    if job.site_norm:  # the sites scored every model with their own BatchNorm (seg_client)
         summary["fedbn"] = True
+        summary["site_norm"] = "statistics" if job.silobn else "layers"
     (workspace / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
@@ -280,9 +281,9 @@ def format_simulation_summary(summary: dict) -> str:
     """Plain-text tables: global Dice per round, per-site Dice of the final model, cross-site matrix."""
     lines = ["round  Dice of the global model after the round (union of the sites' validation cases)"]
     lines += [f"{r:>5}  {dice:.4f}" for r, dice in enumerate(summary["round_val_dice"], start=1)]
-    scored = (
-        "final model Dice (each site's own BatchNorm)" if summary.get("fedbn") else "final global model Dice"
-    )
+    statistics = summary.get("site_norm") == "statistics"
+    own_norm = "each site's own BatchNorm statistics" if statistics else "each site's own BatchNorm"
+    scored = f"final model Dice ({own_norm})" if summary.get("fedbn") else "final global model Dice"
     lines += ["", f"{'site':<10} {'val cases':>9}  {scored}"]
     for site, dice in sorted(summary["site_val_dice"].items()):
         lines.append(f"{site:<10} {summary['site_val_cases'].get(site, 0):>9}  {dice:.4f}")
@@ -292,7 +293,7 @@ def format_simulation_summary(summary: dict) -> str:
     lines += format_organ_table(
         summary.get("organ_val", {}),
         summary.get("surface_dice_tolerance_mm", 0.0),
-        "final model, each site with its own BatchNorm (FedBN),"
+        f"final model, each site with its own BatchNorm{' statistics (SiloBN)' if statistics else ' (FedBN)'},"
         if summary.get("fedbn")
         else "final global model",
     )

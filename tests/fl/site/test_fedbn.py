@@ -1,4 +1,4 @@
-"""FedBN's pieces on the real MONAI network: which tensors a site keeps, and the merge."""
+"""FedBN's and SiloBN's pieces on the real MONAI network: which tensors a site keeps, and the merge."""
 
 from __future__ import annotations
 
@@ -21,6 +21,15 @@ def test_the_site_keeps_every_batch_norm_tensor_and_nothing_else() -> None:
     assert keys <= set(state)
     assert all(state[k].ndim <= 1 for k in keys)
     assert not any(k.endswith("conv.weight") for k in keys)
+
+
+def test_silobn_keeps_the_statistics_and_federates_the_scale_and_shift() -> None:
+    model = build_network(TINY_PROFILE)
+    layers, statistics = batch_norm_keys(model), batch_norm_keys(model, statistics_only=True)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm3d)]
+    assert statistics < layers and len(statistics) == 3 * len(norms)
+    assert {k.rsplit(".", 1)[1] for k in statistics} == {"running_mean", "running_var", "num_batches_tracked"}
+    assert {k.rsplit(".", 1)[1] for k in layers - statistics} == {"weight", "bias"}
 
 
 def test_an_instance_norm_network_has_nothing_to_keep() -> None:

@@ -26,9 +26,10 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict, di
     trainer = SegTrainer(train, [], TINY_PROFILE, num_threads=1, show_progress=False)
     initial = trainer.get_weights()
     state = SiteState(root / "cache" / "fl_state", TINY_PROFILE.name)
-    state.save(trainer, 3)
+    keys = batch_norm_keys(trainer.model)  # a FedBN site
+    state.save(trainer, 3, keys)
     trainer.train_epochs(1)
-    state.save(trainer, 4)
+    state.save(trainer, 4, keys)
     global_weights = {k: v + 1 if v.is_floating_point() else v for k, v in initial.items()}
     global_file = save_checkpoint(root / "FL_global_model.pt", SegCheckpoint(global_weights, TINY_PROFILE))
     return global_file, root / "cache" / "fl_state", global_weights, trainer.get_weights()
@@ -81,3 +82,46 @@ def test_the_site_model_names_the_federation_job_and_round(site, tmp_path: Path)
     record = load_segmentation_model(write_site_model(global_file, folder, tmp_path / "site.pt")).record
     assert record.kind == "FedBN site model" and record.training() == "seg_fedavg round 34"
     assert record.job_id == "0f1e" and not record.hash_mismatch
+
+
+def _site_state(tmp_path: Path, site_keys: frozenset[str] | None) -> tuple[Path, dict, dict]:
+    """A site state of one trained round (``site_keys`` None: saved before they were recorded) and a global model
+    file whose every float differs from the site's."""
+    train = [write_case(tmp_path / "cache", f"t{i}", seed=i) for i in range(2)]
+    trainer = SegTrainer(train, [], TINY_PROFILE, num_threads=1, show_progress=False)
+    trainer.train_epochs(1)
+    state = SiteState(tmp_path / "state", TINY_PROFILE.name)
+    path = state.save(trainer, 0, site_keys or frozenset())
+    if site_keys is None:
+        saved = torch.load(path, weights_only=False)
+        del saved["site_keys"]
+        torch.save(saved, path)
+    site_weights = trainer.get_weights()
+    global_weights = {k: v + 1 if v.is_floating_point() else v for k, v in site_weights.items()}
+    save_checkpoint(tmp_path / "FL_global_model.pt", SegCheckpoint(global_weights, TINY_PROFILE))
+    return tmp_path / "FL_global_model.pt", global_weights, site_weights
+
+
+def test_a_silobn_site_model_takes_only_the_site_statistics(tmp_path: Path) -> None:
+    network = build_network(TINY_PROFILE)
+    statistics = batch_norm_keys(network, statistics_only=True)
+    global_file, global_weights, site_weights = _site_state(tmp_path, statistics)
+    model = load_segmentation_model(write_site_model(global_file, tmp_path / "state", tmp_path / "site.pt"))
+    for key, value in model.weights.items():
+        assert torch.equal(value, site_weights[key] if key in statistics else global_weights[key]), key
+    scale = next(k for k in batch_norm_keys(network) - statistics if k.endswith(".weight"))
+    assert not torch.equal(model.weights[scale], site_weights[scale])  # the federated scale, not the site's
+
+
+def test_a_state_saved_before_site_keys_were_recorded_reads_as_fedbn(tmp_path: Path) -> None:
+    global_file, global_weights, site_weights = _site_state(tmp_path, None)
+    model = load_segmentation_model(write_site_model(global_file, tmp_path / "state", tmp_path / "site.pt"))
+    keys = batch_norm_keys(build_network(TINY_PROFILE))
+    for key, value in model.weights.items():
+        assert torch.equal(value, site_weights[key] if key in keys else global_weights[key]), key
+
+
+def test_a_fedavg_site_has_no_model_of_its_own(tmp_path: Path) -> None:
+    global_file, _, _ = _site_state(tmp_path, frozenset())
+    with pytest.raises(ValueError, match="kept no weights of its own"):
+        write_site_model(global_file, tmp_path / "state", tmp_path / "site.pt")

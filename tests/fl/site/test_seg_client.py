@@ -89,6 +89,29 @@ def test_under_fedbn_the_site_keeps_its_batch_norm_and_takes_the_rest(
         assert torch.equal(loaded[key], expected), key
 
 
+def test_under_silobn_the_site_keeps_its_statistics_and_takes_the_scale_and_shift(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runner = _runner(tmp_path, monkeypatch, silobn=True)
+    own = runner.trainer.get_weights()
+    incoming = {k: v + 1 if v.is_floating_point() else v + 3 for k, v in own.items()}
+    runner.load_global(runner.trainer, incoming)
+    loaded = runner.trainer.get_weights()
+    statistics = {k for k in own if ".adn.N.running_" in k or ".adn.N.num_batches" in k}
+    assert statistics and runner.site_keys == statistics
+    assert any(k.endswith(".adn.N.weight") for k in own)  # the scale is there, and federated
+    for key in own:
+        assert torch.equal(loaded[key], own[key] if key in statistics else incoming[key]), key
+    # The state of the round records what the site kept: its model is written from exactly these.
+    runner.train_round(FLModel(params=incoming, current_round=0, total_rounds=1), _Scalars())
+    assert runner.state.site_keys(0) == statistics
+
+
+def test_fedbn_and_silobn_together_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValueError, match="exclude each other"):
+        _runner(tmp_path, monkeypatch, fedbn=True, silobn=True)
+
+
 def test_a_restarted_fedbn_site_gets_its_own_batch_norm_back(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,4 +1,4 @@
-"""FedBN: each site keeps its own BatchNorm layers; every other weight is federated.
+"""FedBN and SiloBN: each site keeps its own BatchNorm layers, or their statistics; the rest is federated.
 
 Li et al., "FedBN: Federated Learning on Non-IID Features via Local Batch Normalization" (ICLR 2021). Sites
 whose CT scanners differ see the same anatomy through different intensity statistics (a feature shift): a
@@ -8,7 +8,12 @@ is the sites' average, as in FedAvg); what changes is what a site loads: the rec
 own BatchNorm layers (affine weights and running statistics) in place of the global ones. A site's own model
 is therefore the global model plus its normalisation (``with_site_norm``).
 
-NVFlare 2.9 has no FedBN; this module is the whole of it (a key filter and a merge).
+SiloBN (Andreux et al., "Siloed Federated Learning for Multi-Centric Histopathology Datasets", DART 2020)
+keeps less at the site: only the running statistics (mean and variance), while the BatchNorm's learnt scale
+and shift are federated like any weight. A small site then learns its scale and shift from every site's data,
+not from its own few patients, and still normalises with its scanner's statistics.
+
+NVFlare 2.9 has neither; this module is the whole of both (a key filter and a merge).
 """
 
 from __future__ import annotations
@@ -18,14 +23,24 @@ from collections.abc import Mapping
 import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
+# A BatchNorm layer's buffers: what SiloBN keeps at the site.
+STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
 
-def batch_norm_keys(model: torch.nn.Module) -> frozenset[str]:
-    """The state-dict keys of ``model``'s BatchNorm layers (weight, bias, running mean and variance, counter)."""
+
+def batch_norm_keys(model: torch.nn.Module, statistics_only: bool = False) -> frozenset[str]:
+    """The state-dict keys of ``model``'s BatchNorm layers.
+
+    Args:
+        model: the network.
+        statistics_only: only the running statistics and their counter (SiloBN); by default also the learnt
+            weight and bias (FedBN).
+    """
     return frozenset(
         f"{name}.{key}" if name else key
         for name, module in model.named_modules()
         if isinstance(module, _BatchNorm)
         for key in module.state_dict()
+        if not statistics_only or key in STATISTICS
     )
 
 

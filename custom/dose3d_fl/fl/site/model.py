@@ -4,6 +4,9 @@ Under FedBN (``dose3d_fl.fl.site.fedbn``) the server's global model carries the 
 site segments its patients with the global weights and its own BatchNorm layers, which never left it (they are
 in its local training state, ``fl_state`` in its cache folder). ``write_site_model`` writes that model as a
 checkpoint that ``dose3d segment`` reads; ``dose3d fl site-model`` runs it at the site after the job.
+
+Under SiloBN the same, with only the site's BatchNorm statistics: the site's state records which tensors
+were its own (``SiteState.own_keys``).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import logging
 from pathlib import Path
 
 from dose3d_fl.clinical.model_file import load_segmentation_model
-from dose3d_fl.fl.site.fedbn import batch_norm_keys, with_site_norm
+from dose3d_fl.fl.site.fedbn import with_site_norm
 from dose3d_fl.fl.site.state import SiteState
 from dose3d_fl.seg.checkpoint import SegCheckpoint, save_checkpoint
 from dose3d_fl.seg.network import build_network
@@ -33,11 +36,12 @@ def write_site_model(global_file: Path, state_folder: Path, out: Path, profile: 
         dose3d_fl.clinical.model_file.ModelFileError: the global model file is missing or unusable.
         FileNotFoundError: the site has no local state of the model's profile.
         KeyError: the site's state lacks BatchNorm tensors of the network.
+        ValueError: the site kept no weights of its own in the job (FedAvg: use the global model).
     """
     model = load_segmentation_model(global_file, profile)
     state = SiteState(state_folder, model.profile.name)
     current_round = state.latest_round()
-    keys = batch_norm_keys(build_network(model.profile))
+    keys = state.own_keys(current_round, build_network(model.profile))
     weights = with_site_norm(model.weights, state.weights(current_round), keys)
     source = model.record  # the global model's identity, so the site's RTSTRUCTs name the job and round
     meta = {
@@ -48,6 +52,8 @@ def write_site_model(global_file: Path, state_folder: Path, out: Path, profile: 
         "round": source.round,
         "site_norm_round": current_round,
         "fedbn": True,
+        # What the site kept of its own: every BatchNorm tensor (FedBN) or only their statistics (SiloBN).
+        "site_keys": len(keys),
     }
     save_checkpoint(out, SegCheckpoint(weights, model.profile, meta))
     logger.info("wrote %s: %s with the site's BatchNorm of round %d", out, global_file, current_round)

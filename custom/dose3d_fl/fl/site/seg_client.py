@@ -13,7 +13,7 @@ profile's learning rate (the job sets 2); ``--keep-optimizer-state`` carries the
 Both were chosen with ``benchmarks/fedavg_replica.py`` and confirmed by ``dose3d bench`` (docs/performance.md).
 With ``--fedbn`` the site keeps its own BatchNorm layers and loads only the rest of the global model
 (``dose3d_fl.fl.site.fedbn``); it validates every model, in the rounds and in cross-site evaluation, with
-its own BatchNorm layers too.
+its own BatchNorm layers too. ``--silobn`` keeps only the BatchNorm statistics (SiloBN) the same way.
 
 ``--organs`` names the job's organs (TG-263): the site reads its cache in their order, an organ a case does
 not delineate unlabelled, and reports Dice, HD95, surface Dice and the cases scored per organ
@@ -56,6 +56,8 @@ class SiteRunner:
         keep_optimizer_state: carry the local optimiser's moments from round to round (and over a restart,
             through the site state); by default each round's local training starts the optimiser afresh.
         fedbn: keep the site's own BatchNorm layers instead of loading the global ones (FedBN).
+        silobn: keep only the site's own BatchNorm statistics, and load the layers' learnt scale and shift
+            from the global model (SiloBN).
     """
 
     def __init__(
@@ -66,12 +68,17 @@ class SiteRunner:
         local_epochs: int,
         keep_optimizer_state: bool = False,
         fedbn: bool = False,
+        silobn: bool = False,
     ) -> None:
         self.site, self.config, self.profile, self.local_epochs = site, config, profile, local_epochs
         self.keep_optimizer_state = keep_optimizer_state
         self.state = SiteState(config.state_dir, profile.name)
         self.trainer = self._build()
-        self.site_keys = batch_norm_keys(self.trainer.model) if fedbn else frozenset()
+        if fedbn and silobn:
+            raise ValueError("fedbn and silobn exclude each other: choose the layers or their statistics")
+        self.site_keys = (
+            batch_norm_keys(self.trainer.model, statistics_only=silobn) if fedbn or silobn else frozenset()
+        )
 
     def _build(self) -> SegTrainer:
         trainer = build_site_trainer(self.config, self.profile, self.site)
@@ -131,7 +138,7 @@ class SiteRunner:
             # they pulled every round towards the site's data (fedavg_replica: union Dice 0.908 -> 0.939).
             trainer.reset_optimizer()
         stats = trainer.train_epochs(self.local_epochs, regularizer=fedprox_term(incoming, trainer.model))
-        self.state.save(trainer, incoming.current_round or 0)
+        self.state.save(trainer, incoming.current_round or 0, self.site_keys)
         writer.add_scalar("train_loss", float(stats["loss"]), incoming.current_round)
         logger.info(
             "%s round %s: global val_dice %.4f, lr %.2e, local loss %.4f (%d steps, %.1f s)",
@@ -211,6 +218,9 @@ def main() -> None:
     )
     parser.add_argument("--fedbn", action="store_true", help="keep this site's own BatchNorm layers (FedBN)")
     parser.add_argument(
+        "--silobn", action="store_true", help="keep this site's own BatchNorm statistics (SiloBN)"
+    )
+    parser.add_argument(
         "--organs",
         default="",
         help="the job's organs, comma-separated TG-263 names (default: the profile's, the spleen alone)",
@@ -229,6 +239,7 @@ def main() -> None:
         args.local_epochs,
         args.keep_optimizer_state,
         args.fedbn,
+        args.silobn,
     )
     writer = SummaryWriter()
 

@@ -23,6 +23,7 @@ from monai.transforms import Randomizable
 
 from dose3d_fl.files import torch_save_atomic
 from dose3d_fl.fl.site.config import STATE_DIR_NAME
+from dose3d_fl.fl.site.fedbn import batch_norm_keys
 from dose3d_fl.seg.trainer import SegTrainer
 
 logger = logging.getLogger(__name__)
@@ -65,13 +66,22 @@ class SiteState:
         """The state file after local round ``current_round``."""
         return self.folder / f"{self.profile_name}.round{current_round}.pt"
 
-    def save(self, trainer: SegTrainer, current_round: int) -> Path:
-        """Write the trainer's state after local round ``current_round``; drop states older than the previous."""
+    def save(self, trainer: SegTrainer, current_round: int, site_keys: frozenset[str] = frozenset()) -> Path:
+        """Write the trainer's state after local round ``current_round``; drop states older than the previous.
+
+        Args:
+            trainer: the site's trainer after its local training.
+            current_round: the round.
+            site_keys: the weights that are the site's own and never loaded from the global model (FedBN:
+                the BatchNorm layers; SiloBN: their statistics), recorded so that the site's model can be
+                written after the job (``fl/site/model.py``).
+        """
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.path(current_round)
         torch_save_atomic(
             {
                 "round": current_round,
+                "site_keys": sorted(site_keys),
                 "model": trainer.get_weights(),
                 "optimizer": trainer.optimizer.state_dict(),
                 "epochs_done": trainer.epochs_done,
@@ -113,6 +123,37 @@ class SiteState:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no local state of round {current_round}")
         return torch.load(path, map_location="cpu", weights_only=False)["model"]
+
+    def site_keys(self, current_round: int) -> frozenset[str] | None:
+        """The weights the site kept as its own in round ``current_round`` (``save``'s ``site_keys``); None for
+        a state saved before they were recorded (then FedBN's: every BatchNorm tensor).
+
+        Raises:
+            FileNotFoundError: no state of that round.
+        """
+        path = self.path(current_round)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no local state of round {current_round}")
+        keys = torch.load(path, map_location="cpu", weights_only=False).get("site_keys")
+        return None if keys is None else frozenset(keys)
+
+    def own_keys(self, current_round: int, model: torch.nn.Module) -> frozenset[str]:
+        """The tensors of ``model`` that were the site's own in round ``current_round`` (``site_keys``), or
+        every BatchNorm tensor (FedBN) for a state saved before they were recorded.
+
+        Raises:
+            FileNotFoundError: no state of that round.
+            ValueError: the site kept nothing of its own (a FedAvg job): its model is the global model.
+        """
+        recorded = self.site_keys(current_round)
+        if recorded is None:
+            return batch_norm_keys(model)
+        if not recorded:
+            raise ValueError(
+                f"{self.path(current_round)}: the site kept no weights of its own in that job (neither FedBN "
+                "nor SiloBN); use the global model as it is"
+            )
+        return recorded
 
     def restore(self, trainer: SegTrainer, next_round: int) -> bool:
         """Load the state saved after round ``next_round - 1`` into a trainer that has not trained yet.
