@@ -250,6 +250,8 @@ def test_export_and_simulate_help_state_the_job_defaults() -> None:
         (["--min-responses", "0"], "min_responses must be at least 1, got 0"),
         (["--round-timeout", "-1"], "round_timeout must be >= 0 s (0: no limit), got -1"),
         (["--fedbn", "--profile", "cpu-small-dp"], "fedbn keeps the sites' BatchNorm layers"),
+        (["--silobn", "--fedbn"], "fedbn and silobn exclude each other"),
+        (["--job", "gan", "--silobn"], "--silobn is for the seg job"),
     ],
 )
 @pytest.mark.parametrize("command", ["export", "simulate"])
