@@ -43,8 +43,8 @@ class ModelRecord:
 
     Attributes:
         path: the file.
-        kind: ``"federated global"``, ``"federated best"``, ``"FedBN site model"``, ``"dose3d train"`` or
-            ``"checkpoint"``.
+        kind: ``"federated global"``, ``"federated best"``, ``"FedBN site model"``, ``"SiloBN site model"``,
+            ``"dose3d train"`` or ``"checkpoint"``.
         sha256: SHA-256 of its weights, computed here (:func:`weights_sha256`); empty when unreadable.
         recorded_sha256: the hash the file's provenance records (``None``: no provenance).
         profile: profile name, from the provenance or the stored profile.
@@ -141,8 +141,9 @@ def model_record(path: Path, data: Mapping[str, Any]) -> ModelRecord:
         return record
     meta = data.get("meta")
     if isinstance(meta, Mapping) and meta.get("fedbn"):
-        # A FedBN site's model (``dose3d fl site-model``): the global model's job and round, the site's norm.
-        record.kind = "FedBN site model"
+        # A FedBN or SiloBN site's model (``dose3d fl site-model``): the global model's job and round, the
+        # site's norm.
+        record.kind = "SiloBN site model" if meta.get("site_norm") == "statistics" else "FedBN site model"
         record.job_id, record.job_name = _text(meta.get("job_id")), _text(meta.get("job_name"))
         record.round = _integer(meta.get("round"))
         return record

@@ -111,6 +111,7 @@ def test_a_silobn_site_model_takes_only_the_site_statistics(tmp_path: Path) -> N
         assert torch.equal(value, site_weights[key] if key in statistics else global_weights[key]), key
     scale = next(k for k in batch_norm_keys(network) - statistics if k.endswith(".weight"))
     assert not torch.equal(model.weights[scale], site_weights[scale])  # the federated scale, not the site's
+    assert model.record.kind == "SiloBN site model"
 
 
 def test_a_state_saved_before_site_keys_were_recorded_reads_as_fedbn(tmp_path: Path) -> None:

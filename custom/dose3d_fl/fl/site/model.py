@@ -15,7 +15,7 @@ import logging
 from pathlib import Path
 
 from dose3d_fl.clinical.model_file import load_segmentation_model
-from dose3d_fl.fl.site.fedbn import with_site_norm
+from dose3d_fl.fl.site.fedbn import STATISTICS, with_site_norm
 from dose3d_fl.fl.site.state import SiteState
 from dose3d_fl.seg.checkpoint import SegCheckpoint, save_checkpoint
 from dose3d_fl.seg.network import build_network
@@ -53,7 +53,7 @@ def write_site_model(global_file: Path, state_folder: Path, out: Path, profile: 
         "site_norm_round": current_round,
         "fedbn": True,
         # What the site kept of its own: every BatchNorm tensor (FedBN) or only their statistics (SiloBN).
-        "site_keys": len(keys),
+        "site_norm": "statistics" if all(key.rsplit(".", 1)[-1] in STATISTICS for key in keys) else "layers",
     }
     save_checkpoint(out, SegCheckpoint(weights, model.profile, meta))
     logger.info("wrote %s: %s with the site's BatchNorm of round %d", out, global_file, current_round)
