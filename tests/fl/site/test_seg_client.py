@@ -73,38 +73,25 @@ def test_each_round_starts_adam_afresh_unless_the_job_keeps_its_moments(
     assert [tag for tag, _, _ in writer.values].count("train_loss") == 2
 
 
-@pytest.mark.parametrize("fedbn", [False, True])
-def test_under_fedbn_the_site_keeps_its_batch_norm_and_takes_the_rest(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fedbn: bool
+@pytest.mark.parametrize("mode", ["fedavg", "fedbn", "silobn"])
+def test_the_site_keeps_its_own_norm_tensors_and_takes_the_rest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str
 ) -> None:
-    runner = _runner(tmp_path, monkeypatch, fedbn=fedbn)
+    """FedAvg keeps nothing; FedBN its BatchNorm layers; SiloBN only their statistics (scale and shift federated)."""
+    runner = _runner(tmp_path, monkeypatch, fedbn=mode == "fedbn", silobn=mode == "silobn")
     own = runner.trainer.get_weights()
     incoming = {k: v + 1 if v.is_floating_point() else v + 3 for k, v in own.items()}
     runner.load_global(runner.trainer, incoming)
     loaded = runner.trainer.get_weights()
-    norm_keys = {k for k in own if ".adn.N." in k}
-    assert norm_keys and (runner.site_keys == norm_keys if fedbn else not runner.site_keys)
+    layers = {k for k in own if ".adn.N." in k}
+    statistics = {k for k in layers if not k.endswith((".weight", ".bias"))}
+    kept = {"fedavg": set(), "fedbn": layers, "silobn": statistics}[mode]
+    assert statistics and statistics < layers and runner.site_keys == kept
     for key in own:
-        expected = own[key] if fedbn and key in norm_keys else incoming[key]
-        assert torch.equal(loaded[key], expected), key
-
-
-def test_under_silobn_the_site_keeps_its_statistics_and_takes_the_scale_and_shift(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    runner = _runner(tmp_path, monkeypatch, silobn=True)
-    own = runner.trainer.get_weights()
-    incoming = {k: v + 1 if v.is_floating_point() else v + 3 for k, v in own.items()}
-    runner.load_global(runner.trainer, incoming)
-    loaded = runner.trainer.get_weights()
-    statistics = {k for k in own if ".adn.N.running_" in k or ".adn.N.num_batches" in k}
-    assert statistics and runner.site_keys == statistics
-    assert any(k.endswith(".adn.N.weight") for k in own)  # the scale is there, and federated
-    for key in own:
-        assert torch.equal(loaded[key], own[key] if key in statistics else incoming[key]), key
-    # The state of the round records what the site kept: its model is written from exactly these.
+        assert torch.equal(loaded[key], own[key] if key in kept else incoming[key]), key
+    # Each round's state records what the site kept: its model is written from exactly these.
     runner.train_round(FLModel(params=incoming, current_round=0, total_rounds=1), _Scalars())
-    assert runner.state.site_keys(0) == statistics
+    assert runner.state.site_keys(0) == kept
 
 
 def test_fedbn_and_silobn_together_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
