@@ -12,7 +12,7 @@ import torch
 from dose3d_fl.data.ingest import ingest_site
 from dose3d_fl.fl.seg_job import JOB_NAME, SegJobConfig
 from dose3d_fl.fl.server.transfer_log import LOG_NAME, TransferLog, verify_chain, verify_site
-from dose3d_fl.fl.simulate import SimulationConfig, simulate_seg
+from dose3d_fl.fl.simulate import SimulationConfig, format_simulation_summary, simulate_seg
 from tests.data.dicom_builders import SMALL, make_study
 
 pytestmark = pytest.mark.slow
@@ -89,9 +89,13 @@ def test_simulator_job_trains_validates_and_cross_evaluates(tmp_path: Path) -> N
     ]
 
 
-def test_diff_transfer_and_fedbn_every_update_accepted_and_each_site_keeps_its_norm(tmp_path: Path) -> None:
+@pytest.mark.parametrize("norm", ["fedbn", "silobn"])
+def test_diff_transfer_with_site_norm_every_update_accepted_and_each_site_keeps_its_norm(
+    tmp_path: Path, norm: str
+) -> None:
     """DIFF transfer (each site sends its difference from the global model) with FedBN (each site keeps its
-    BatchNorm). A falling running variance makes a negative difference: the server must accept it."""
+    BatchNorm) or SiloBN (only its statistics). A falling running variance makes a negative difference: the
+    server must accept it. Each site's own model is written for the report and ``dose3d segment``."""
     for site in (1, 2):
         _tiny_site(
             tmp_path / "data" / "dicom" / f"site-{site}", tmp_path / "data" / "cache" / f"site-{site}", site
@@ -103,20 +107,35 @@ def test_diff_transfer_and_fedbn_every_update_accepted_and_each_site_keeps_its_n
         cross_site_evaluation=False,
         min_clients=2,
         transfer="diff",
-        fedbn=True,
+        fedbn=norm == "fedbn",
+        silobn=norm == "silobn",
     )
-    simulate_seg(SimulationConfig(workspace=tmp_path, sites=2, job=job))
+    summary = simulate_seg(SimulationConfig(workspace=tmp_path, sites=2, job=job))
 
     server = tmp_path / "sim" / JOB_NAME / "server" / "simulate_job"
     decisions = [json.loads(line) for line in (server / "transfer_log.jsonl").read_text().splitlines()]
     assert [(d["round"], d["status"]) for d in decisions] == [(r, "accepted") for r in (0, 0, 1, 1)]
     global_weights = torch.load(server / "app_server" / "FL_global_model.pt", weights_only=False)["model"]
     states = [
-        torch.load(path, weights_only=False)["model"]
+        torch.load(path, weights_only=False)
         for path in sorted((tmp_path / "data" / "cache").glob("site-*/fl_state/*.round1.pt"))
     ]
     assert len(states) == 2
     means = [k for k in global_weights if k.endswith("running_mean")]
-    assert means
+    scales = [k for k in global_weights if k.endswith(".adn.N.weight")]
+    assert means and scales
     # Each site keeps its own statistics: the two sites' differ.
-    assert any(not torch.equal(states[0][k], states[1][k]) for k in means)
+    assert any(not torch.equal(states[0]["model"][k], states[1]["model"][k]) for k in means)
+    own = set(states[0]["site_keys"])
+    assert set(means) <= own and (set(scales) <= own) == (norm == "fedbn")
+    # The sites' own models: the global weights with exactly what each site kept.
+    assert summary["site_norm"] == ("layers" if norm == "fedbn" else "statistics")
+    assert sorted(Path(p).name for p in summary["site_models"].values()) == ["site-1.pt", "site-2.pt"]
+    assert f"each site's own model (dose3d segment --model, dose3d report): {tmp_path}" in (
+        format_simulation_summary(summary)
+    )
+    for state, site in zip(states, ("site-1", "site-2"), strict=True):
+        model = torch.load(tmp_path / "site_models" / f"{site}.pt", weights_only=False)["model"]
+        for key, value in model.items():
+            expected = state["model"][key] if key in own else global_weights[key]
+            assert torch.equal(value, expected), (site, key)

@@ -4,6 +4,7 @@ page rendered by headless Chromium (skipped without it, unless DOSE3D_REQUIRE_BR
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
@@ -411,3 +412,32 @@ def test_a_case_that_cannot_be_read_is_named_and_the_others_scored(
     assert [row.case_id for row in site.rows] == [manifest[1]["id"]]
     (reason,) = site.skipped
     assert reason.startswith(f"site-5 {broken['id']}: ") and "\n" not in reason
+
+
+def test_each_site_is_segmented_by_its_own_model_after_fedbn_or_silobn(
+    trained_site: TrainedSite, tmp_path: Path
+) -> None:
+    """``WS/site_models/<site>.pt`` (``dose3d fl simulate`` after FedBN or SiloBN) segments that site's cases; a
+    site model that cannot be read is named, and that site's cases use the global model."""
+    run = tmp_path / "ws"
+    _server_files(run / "sim" / "seg_fedavg" / "server" / "simulate_job", trained_site)
+    (run / "data" / "cache").mkdir(parents=True)
+    (run / "data" / "cache" / "site-1").symlink_to(trained_site.cache)
+    _site_view(trained_site.cache, run / "data" / "cache" / "site-2", SITE_2_VAL)
+    # site-1's own model says "background" everywhere (its last layer's background bias raised): Dice 0.
+    checkpoint = torch.load(trained_site.model, weights_only=False)
+    last_bias = [k for k in checkpoint["model"] if k.endswith(".bias")][-1]
+    checkpoint["model"][last_bias][0] += 1000.0
+    (run / "site_models").mkdir()
+    torch.save(checkpoint, run / "site_models" / "site-1.pt")
+    (run / "site_models" / "site-2.pt").write_bytes(b"truncated")
+    assert main(["report", str(run), "--no-overlays"]) == 0
+    html = unescape((run / "report" / "report.html").read_text())
+    assert "each site's own model (FedBN or SiloBN)." in html
+    assert "Not evaluated: site-2's own model: " in html and "; its cases used the global model" in html
+    rows = list(csv.DictReader((run / "report" / "cases.csv").open()))
+    dice_by_site = {
+        site: [float(r["dice"]) for r in rows if r["site"] == site] for site in ("site-1", "site-2")
+    }
+    assert dice_by_site["site-1"] and all(d == 0.0 for d in dice_by_site["site-1"])
+    assert dice_by_site["site-2"] and all(d > 0.5 for d in dice_by_site["site-2"])  # the global model

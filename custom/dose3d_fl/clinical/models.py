@@ -30,6 +30,9 @@ TRAIN_MODEL_NAME = "model.pt"
 GLOBAL_MODEL_NAME = "FL_global_model.pt"
 BEST_GLOBAL_MODEL_NAME = "best_FL_global_model.pt"
 MODEL_FILE_NAMES = (TRAIN_MODEL_NAME, GLOBAL_MODEL_NAME, BEST_GLOBAL_MODEL_NAME)
+# Where ``dose3d fl simulate`` writes each simulated site's own model after a FedBN or SiloBN job
+# (``WS/site_models/<site>.pt``), and where ``dose3d report`` looks for them.
+SITE_MODELS_DIR = "site_models"
 SHORT_HASH = 12
 
 

@@ -19,6 +19,8 @@ from pathlib import Path
 from nvflare.app_opt.pt.recipes.fedavg import FedAvgRecipe
 from nvflare.recipe import SimEnv
 
+from dose3d_fl.clinical.model_file import ModelFileError
+from dose3d_fl.clinical.models import GLOBAL_MODEL_NAME, SITE_MODELS_DIR
 from dose3d_fl.fl.log_config import write_log_config
 from dose3d_fl.fl.organ_summary import format_organ_table, organ_union, round_organ_dice
 from dose3d_fl.fl.policy.privacy import JOB_TASKS, DPConfig, policy_filters, site_privacy_policy
@@ -32,6 +34,7 @@ from dose3d_fl.fl.seg_job import (
 from dose3d_fl.fl.server.resilient import CHECKPOINT_DIR_ENV
 from dose3d_fl.fl.server.transfer_log import LOG_NAME
 from dose3d_fl.fl.site.config import SITE_CONFIG_DIR_ENV, SiteConfig
+from dose3d_fl.fl.site.model import write_site_model
 from dose3d_fl.seg.organ_metrics import DEFAULT_TOLERANCE_MM
 from dose3d_fl.synth.demo_sites import prepare_site_data
 
@@ -145,12 +148,33 @@ def simulate_seg(config: SimulationConfig, customize: Callable[[FedAvgRecipe], N
     # The simulator recreates the server workspace for every run: round checkpoints live beside it.
     with simulated_sites_environment(site_configs, workspace / "checkpoints"):
         execute_seg_recipe(recipe, env)
-    summary = summarise_simulation(workspace / "sim" / JOB_NAME / "server" / "simulate_job", job.num_rounds)
+    server_job = workspace / "sim" / JOB_NAME / "server" / "simulate_job"
+    summary = summarise_simulation(server_job, job.num_rounds)
     if job.site_norm:  # the sites scored every model with their own BatchNorm (seg_client)
         summary["fedbn"] = True
         summary["site_norm"] = "statistics" if job.silobn else "layers"
+        summary["site_models"] = write_simulated_site_models(
+            server_job / "app_server" / GLOBAL_MODEL_NAME, site_configs, workspace / SITE_MODELS_DIR
+        )
     (workspace / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def write_simulated_site_models(global_file: Path, site_config_dir: Path, out: Path) -> dict[str, str]:
+    """After a FedBN or SiloBN simulation, each site's own model (``dose3d fl site-model`` for every simulated
+    site) as ``out/<site>.pt``, which ``dose3d report`` segments that site's cases with; ``{site: path}``.
+
+    A site whose model cannot be written (no global model, no state) is logged and left out.
+    """
+    written = {}
+    for config_file in sorted(site_config_dir.glob("*.json")):
+        site = config_file.stem
+        try:
+            state = SiteConfig.load(config_file).state_dir
+            written[site] = str(write_site_model(global_file, state, out / f"{site}.pt"))
+        except (ModelFileError, OSError, KeyError, ValueError) as err:
+            logger.warning("%s: no site model written (%s)", site, err)
+    return written
 
 
 def tensorboard_dir(workspace: Path, job_name: str = JOB_NAME) -> Path:
@@ -297,6 +321,9 @@ def format_simulation_summary(summary: dict) -> str:
         if summary.get("fedbn")
         else "final global model",
     )
+    if summary.get("site_models"):
+        folder = Path(next(iter(summary["site_models"].values()))).parent
+        lines += ["", f"each site's own model (dose3d segment --model, dose3d report): {folder}/<site>.pt"]
     if summary.get("dp_epsilon"):
         lines += [
             "",

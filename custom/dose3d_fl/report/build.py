@@ -239,7 +239,7 @@ def _case_sections(
         ]
     if model is None:
         return [Section(CASES_TITLE, paragraph(f"Not evaluated: {problem}."))]
-    review = review_cases(model, files.caches, out, draw=config.overlays)
+    review = review_cases(model, files.caches, out, draw=config.overlays, site_models=files.site_models)
     sections = [cases_section(review, cross)]
     if config.overlays:
         sections.append(overlays_section(review))

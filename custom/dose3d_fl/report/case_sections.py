@@ -154,7 +154,9 @@ def cases_section(review: CaseReview, cross: CrossSiteDice | None) -> Section:
             f"compute_surface_dice (tolerance {SURFACE_TOLERANCE_MM:g} mm), in mm through each CT's voxel "
             "spacing. Difference: predicted minus label volume. A dash: the distance is undefined (an empty "
             "prediction or label). Role: the site's worst case by Dice and its median case, drawn below. "
-            f"Prediction: {review.profile}. {len(review.rows)} case(s) in {review.seconds:.1f} s. The table "
+            f"Prediction: {review.profile}; "
+            + ("each site's own model (FedBN or SiloBN). " if review.site_models else "the global model. ")
+            + f"{len(review.rows)} case(s) in {review.seconds:.1f} s. The table "
             f"as CSV: {CASES_CSV} beside this page.",
             "note",
         )
@@ -180,7 +182,15 @@ def overlays_section(review: CaseReview) -> Section:
         )
     parts.append(
         paragraph(
-            "Green: the label from the site's RTSTRUCT; orange: the global model, both on the CT's own grid. "
+            "Green: the label from the site's RTSTRUCT; orange: "
+            + (
+                "the site's own model (the global weights with the site's BatchNorm: "
+                + ", ".join(f"{site} {name}" for site, name in sorted(review.site_models.items()))
+                + ")"
+                if review.site_models
+                else "the global model"
+            )
+            + ", both on the CT's own grid. "
             "Letters at the edges of each view are the patient's directions (R/L right/left, A/P "
             "anterior/posterior, S/I superior/inferior); each view's title gives its slice position in DICOM "
             "patient coordinates (mm), the planes passing through the centre of the label. Soft-tissue "

@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dose3d_fl.clinical.models import SITE_MODELS_DIR
+
 ROUND_METRICS = Path("metrics") / "round_metrics.jsonl"
 CROSS_SITE = Path("cross_site_val") / "cross_val_results.json"
 GLOBAL_MODEL_NAMES = ("FL_global_model.pt", "best_FL_global_model.pt")
@@ -38,6 +40,8 @@ class RunFiles:
         profile_name: the segmentation profile the job's clients trained (from the job's client config).
         caches: site caches of a simulator workspace (``WS/data/cache/<site>``), for sample overlays.
         baselines: ``dose3d train`` output folders found in the workspace (``WS/<name>/metrics.json``).
+        site_models: each simulated site's own model after a FedBN or SiloBN job (``WS/site_models/<site>.pt``),
+            by site; empty for a FedAvg run.
     """
 
     root: Path
@@ -49,6 +53,7 @@ class RunFiles:
     profile_name: str | None = None
     caches: list[Path] = field(default_factory=list)
     baselines: dict[str, Path] = field(default_factory=dict)
+    site_models: dict[str, Path] = field(default_factory=dict)
 
 
 def _existing(path: Path) -> Path | None:
@@ -90,6 +95,7 @@ def locate_run(root: str | Path) -> RunFiles:
         profile_name=_job_profile(server_dir),
         caches=sorted(p.parent for p in (root / "data" / "cache").glob("*/manifest.json")),
         baselines={p.parent.name: p.parent for p in sorted(root.glob(f"*/{TRAIN_METRICS_NAME}"))},
+        site_models={p.stem: p for p in sorted((root / SITE_MODELS_DIR).glob("*.pt"))},
     )
 
 
