@@ -2,8 +2,9 @@
 
 Records the wall and CPU time of the whole command (CPU time depends less on other load), the time of its
 per-case part (segmenting every validation case and drawing the worst and median case per site, as the page
-states it), the machine's load average at the start, and per site the Dice of the final global model on the training grid (cross-site evaluation) beside
-the mean Dice on the CT grid from the report's ``cases.csv``.
+states it), the machine's load average at the start, and per site the Dice of the final model on the training
+grid (cross-site evaluation, the mean over organs) beside the mean Dice on the CT grid over the report's
+``cases.csv`` rows (one per case and organ).
 
 Usage: ``.venv/bin/python benchmarks/report_time.py [RUN]`` (default ``runs/demo``, after ``make demo``);
 writes ``benchmarks/results/report_demo.json``.
@@ -43,13 +44,14 @@ def main(run: Path) -> dict:
         with (out / "cases.csv").open() as stream:
             cases = list(csv.DictReader(stream))
         pictures = sorted(p.name for p in out.glob("case_*.png"))
-    count, seconds = re.search(r"(\d+) case\(s\) in ([\d.]+) s", html).groups()
+    count, rows, seconds = re.search(r"(\d+) case\(s\), (\d+) organ row\(s\) in ([\d.]+) s", html).groups()
     cross = json.loads(next(run.rglob(CROSS_SITE)).read_text())
     sites = {}
     for site in sorted({row["site"] for row in cases}):
         dice = [float(row["dice"]) for row in cases if row["site"] == site]
         sites[site] = {
-            "cases": len(dice),
+            "cases": len({row["case"] for row in cases if row["site"] == site}),
+            "organ_rows": len(dice),
             "dice_training_grid_cross_site": round(cross[site][FINAL_GLOBAL]["val_dice"], 4),
             "dice_ct_grid_mean": round(statistics.fmean(dice), 4),
             "surface_dice_2mm": [float(row["surface_dice_2mm"]) for row in cases if row["site"] == site],
@@ -61,6 +63,7 @@ def main(run: Path) -> dict:
         "cpu_seconds": round(children.ru_utime + children.ru_stime, 1),
         "case_part_seconds": float(seconds),
         "cases": int(count),
+        "organ_rows": int(rows),
         "pictures": pictures,
         "sites": sites,
         "load_average_at_start": [round(v, 2) for v in load],

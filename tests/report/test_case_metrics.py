@@ -7,24 +7,32 @@ import csv
 import json
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 import torch
 
+from dose3d_fl.clinical.inference import load_predictor
+from dose3d_fl.clinical.model_file import load_segmentation_model
 from dose3d_fl.clinical.overlay import slice_positions_mm
+from dose3d_fl.data.cases import load_site_cases
 from dose3d_fl.data.geometry import LPS_TO_RAS
 from dose3d_fl.data.manifest import CaseEntry, Manifest
 from dose3d_fl.report.case_metrics import (
     CaseMetrics,
     MaskComparison,
     compare_masks,
+    evaluate_site,
     validation_cases,
     worst_and_median,
     write_cases_csv,
 )
 from dose3d_fl.report.plots import colour_range
 from dose3d_fl.report.provenance import NOT_RECORDED, provenance_rows, read_provenance
+from dose3d_fl.seg.checkpoint import SegCheckpoint, save_checkpoint
+from dose3d_fl.seg.network import build_network
 from dose3d_fl.seg.profiles import get_profile
+from tests.seg.organ_sites import ORGANS, organ_sites
 
 
 def _cube(shape: tuple[int, int, int] = (20, 20, 20), start: int = 5, size: int = 8, axis_shift: int = 0):
@@ -176,3 +184,28 @@ def test_provenance_reads_what_the_file_records(tmp_path: Path) -> None:
     broken.write_bytes(b"not a model")
     problem = read_provenance(broken).problem
     assert problem.startswith(f"{broken} cannot be read (") and "\n" not in problem
+
+
+def test_every_delineated_organ_of_a_case_is_a_row_against_its_own_label(tmp_path: Path) -> None:
+    """A multi-organ cache: one row per (case, organ) the case delineates, named by TG-263, each compared with
+    that organ's own label value (not the union of the organs), in the model's organ order."""
+    caches = organ_sites(tmp_path)
+    load_site_cases(caches, organs=ORGANS)  # draws each site's split (split.json)
+    profile = get_profile(organs=ORGANS[::-1])  # the model's order need not be the cache's
+    model_file = save_checkpoint(
+        tmp_path / "model.pt", SegCheckpoint(build_network(profile).state_dict(), profile)
+    )
+    predictor = load_predictor(load_segmentation_model(model_file))
+    for cache in caches:
+        manifest = Manifest.load(cache)
+        site = evaluate_site(predictor, cache)
+        assert not site.skipped and site.organs == list(ORGANS)
+        val = [case for case in manifest.cases if case.id in site.cases]
+        expected = {(case.id, organ) for case in val for organ in manifest.case_organs(case)}
+        assert {(row.case_id, row.organ) for row in site.rows} == expected
+        for row in site.rows:
+            label_image = nib.load(cache / site.cases[row.case_id].label)
+            organ_voxels = (np.asarray(label_image.dataobj) == ORGANS.index(row.organ) + 1).sum()
+            voxel_ml = float(np.prod(row.spacing_mm)) / 1000.0
+            assert row.metrics.label_ml == pytest.approx(float(organ_voxels) * voxel_ml)
+            assert site.predicted_mask(row.case_id, row.organ).shape == label_image.shape[:3]

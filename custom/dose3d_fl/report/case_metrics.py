@@ -6,7 +6,7 @@ with the label rasterised from the site's RTSTRUCT on the same grid. Every figur
 ``compute_dice``, ``compute_hausdorff_distance`` (95th percentile) and ``compute_surface_dice`` (2 mm
 tolerance), the last two in millimetres through the grid's voxel spacing.
 
-Rows are keyed by ``(site, case, organ)``: a label with several organs will add one row per organ.
+Rows are keyed by ``(site, case, organ)``: one row per organ of the model that the case delineates.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ class CaseMetrics:
     Attributes:
         site: the site whose validation case this is.
         case_id: the cache's pseudonymous case id.
-        organ: the label's ROI name.
+        organ: the organ's TG-263 name (the task's name for it).
         spacing_mm: voxel size of the CT grid the metrics were computed on.
         metrics: the comparison on that grid.
     """
@@ -97,24 +97,31 @@ class SiteCases:
         cache: the site's cache folder (its name is the site's).
         rows: one per evaluated case and organ.
         cases: case id -> its manifest entry (image and label paths, relative to ``cache``).
-        masks: case id -> the predicted mask, bit-packed (``np.packbits``) to keep a site's cases in memory.
+        masks: (case id, organ) -> the predicted mask, bit-packed (``np.packbits``) to keep a site's cases in
+            memory.
         skipped: one-line reasons for validation cases (or the whole site) not evaluated.
+        organs: the cache's organs in label order (value ``i + 1`` is ``organs[i]``).
     """
 
     cache: Path
     rows: list[CaseMetrics] = field(default_factory=list)
     cases: dict[str, CaseEntry] = field(default_factory=dict)
-    masks: dict[str, tuple[np.ndarray, tuple[int, ...]]] = field(default_factory=dict)
+    masks: dict[tuple[str, str], tuple[np.ndarray, tuple[int, ...]]] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
+    organs: list[str] = field(default_factory=list)
 
     @property
     def site(self) -> str:
         """The site's name."""
         return self.cache.name
 
-    def predicted_mask(self, case_id: str) -> np.ndarray:
-        """The predicted mask of a case, unpacked."""
-        packed, shape = self.masks[case_id]
+    def label_value(self, organ: str) -> int:
+        """The value of ``organ`` in this cache's label files."""
+        return self.organs.index(organ) + 1
+
+    def predicted_mask(self, case_id: str, organ: str) -> np.ndarray:
+        """The predicted mask of one organ of a case, unpacked."""
+        packed, shape = self.masks[(case_id, organ)]
         return np.unpackbits(packed, count=int(np.prod(shape))).reshape(shape).astype(bool)
 
 
@@ -189,28 +196,51 @@ def validation_cases(cache: Path) -> tuple[list[CaseEntry], list[str]]:
 
 
 def evaluate_site(predictor: SegTrainer, cache: Path) -> SiteCases:
-    """Segment every validation case of a site cache and compare each with its label on the CT grid.
+    """Segment every validation case of a site cache and compare each organ with its label on the CT grid.
 
-    A case whose files cannot be read or segmented is skipped with a one-line reason; the others go on.
+    One row per case and organ of the model that the case delineates (the cache's ``organs`` and each case's
+    ``labelled``, ``data/manifest.py``): an organ the site did not draw for a patient is not scored. A case
+    whose files cannot be read or segmented is skipped with a one-line reason; the others go on.
     """
     result = SiteCases(cache=cache)
     cases, result.skipped = validation_cases(cache)
+    if not cases:
+        return result
+    manifest = Manifest.load(cache)  # validation_cases read it already
+    result.organs = list(manifest.organs)
+    model_organs = list(predictor.profile.organs)
+    if not set(model_organs) & set(result.organs):
+        result.skipped.append(
+            f"{cache.name}: its cache labels {', '.join(result.organs)}, none of the model's organs "
+            f"({', '.join(model_organs)}); not evaluated"
+        )
+        return result
     for case in cases:
         try:
             label_image = nib.load(cache / case.label)
-            label = np.asarray(label_image.dataobj) > 0
+            label_values = np.asarray(label_image.dataobj)
             # float32 in the header: 2.9 mm reads 2.9000000953674316
             spacing = tuple(round(float(z), 6) for z in label_image.header.get_zooms()[:3])
-            predicted = predict_organ_nifti(predictor, cache / case.image).mask
-            metrics = compare_masks(predicted, label, spacing)
+            masks = predict_organ_nifti(predictor, cache / case.image).masks
+            delineated = set(manifest.case_organs(case))
+            scored = []
+            for index, organ in enumerate(model_organs):
+                if organ not in delineated or organ not in result.organs:
+                    continue
+                predicted = masks[index]
+                metrics = compare_masks(predicted, label_values == result.label_value(organ), spacing)
+                scored.append((organ, predicted, metrics))
         except Exception as err:  # nibabel, gzip, MONAI and torch errors alike: this case only
             result.skipped.append(f"{cache.name} {case.id}: {one_line(err, 200)}")
             log.warning("%s", result.skipped[-1])
             continue
-        result.rows.append(CaseMetrics(cache.name, case.id, case.roi, spacing, metrics))
+        for organ, predicted, metrics in scored:
+            result.rows.append(CaseMetrics(cache.name, case.id, organ, spacing, metrics))
+            result.masks[(case.id, organ)] = (np.packbits(predicted), predicted.shape)
+            log.info(
+                "%s %s %s: Dice %.4f, HD95 %s mm", cache.name, case.id, organ, metrics.dice, metrics.hd95_mm
+            )
         result.cases[case.id] = case
-        result.masks[case.id] = (np.packbits(predicted), predicted.shape)
-        log.info("%s %s: Dice %.4f, HD95 %s mm", cache.name, case.id, metrics.dice, metrics.hd95_mm)
     return result
 
 
@@ -256,7 +286,7 @@ def worst_and_median(rows: list[CaseMetrics]) -> list[tuple[str, CaseMetrics]]:
     """
     if not rows:
         return []
-    ranked = sorted(rows, key=lambda row: (row.metrics.dice, row.case_id))
+    ranked = sorted(rows, key=lambda row: (row.metrics.dice, row.case_id, row.organ))
     if len(ranked) == 1:
         return [("only case", ranked[0])]
     return [("worst", ranked[0]), ("median", ranked[len(ranked) // 2])]

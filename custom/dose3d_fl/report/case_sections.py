@@ -156,7 +156,8 @@ def cases_section(review: CaseReview, cross: CrossSiteDice | None) -> Section:
             "prediction or label). Role: the site's worst case by Dice and its median case, drawn below. "
             f"Prediction: {review.profile}; "
             + ("each site's own model (FedBN or SiloBN). " if review.site_models else "the global model. ")
-            + f"{len(review.rows)} case(s) in {review.seconds:.1f} s. The table "
+            + f"{len({(row.site, row.case_id) for row in review.rows})} case(s), {len(review.rows)} organ row(s) "
+            f"in {review.seconds:.1f} s. The table "
             f"as CSV: {CASES_CSV} beside this page.",
             "note",
         )

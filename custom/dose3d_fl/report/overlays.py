@@ -84,7 +84,7 @@ def draw_case(
     predicted it, for the legend)."""
     case = site.cases[row.case_id]
     image = nib.load(site.cache / case.image)
-    label = np.asarray(nib.load(site.cache / case.label).dataobj) > 0
+    label = np.asarray(nib.load(site.cache / case.label).dataobj) == site.label_value(row.organ)
     m = row.metrics
     hd95 = f"{m.hd95_mm:.1f} mm" if m.hd95_mm is not None else "n/a"
     png = save_orthogonal_views(
@@ -92,7 +92,11 @@ def draw_case(
         image.affine,
         [
             Outline(label, LABEL_COLOUR, f"label (site's RTSTRUCT), {m.label_ml:.1f} mL"),
-            Outline(site.predicted_mask(row.case_id), PREDICTION_COLOUR, f"{model}, {m.predicted_ml:.1f} mL"),
+            Outline(
+                site.predicted_mask(row.case_id, row.organ),
+                PREDICTION_COLOUR,
+                f"{model}, {m.predicted_ml:.1f} mL",
+            ),
         ],
         out_dir / f"case_{row.site}_{role.replace(' ', '_')}.png",
         title=f"{row.site} {row.case_id} ({ROLE_PHRASES[role]}): {row.organ}, Dice {m.dice:.3f}, HD95 {hd95}",
