@@ -43,8 +43,8 @@ def fedbn_site_models(
     models = {}
     for cache in caches:
         state = SiteState(Path(cache) / STATE_DIR, profile.name)
-        keys = state.own_keys(last_round, network)  # FedBN's BatchNorm layers or SiloBN's statistics
-        models[Path(cache).name] = with_site_norm(global_weights, state.weights(last_round), keys)
+        site_weights, keys = state.own_weights(last_round, network)  # FedBN's layers or SiloBN's statistics
+        models[Path(cache).name] = with_site_norm(global_weights, site_weights, keys)
     return models
 
 

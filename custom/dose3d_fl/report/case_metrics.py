@@ -225,7 +225,7 @@ def evaluate_site(predictor: SegTrainer, cache: Path) -> SiteCases:
             delineated = set(manifest.case_organs(case))
             scored = []
             for index, organ in enumerate(model_organs):
-                if organ not in delineated or organ not in result.organs:
+                if organ not in delineated:  # a case delineates only organs of its cache
                     continue
                 predicted = masks[index]
                 metrics = compare_masks(predicted, label_values == result.label_value(organ), spacing)

@@ -6,7 +6,7 @@ in its local training state, ``fl_state`` in its cache folder). ``write_site_mod
 checkpoint that ``dose3d segment`` reads; ``dose3d fl site-model`` runs it at the site after the job.
 
 Under SiloBN the same, with only the site's BatchNorm statistics: the site's state records which tensors
-were its own (``SiteState.own_keys``).
+were its own (``SiteState.own_weights``).
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ def write_site_model(global_file: Path, state_folder: Path, out: Path, profile: 
     model = load_segmentation_model(global_file, profile)
     state = SiteState(state_folder, model.profile.name)
     current_round = state.latest_round()
-    keys = state.own_keys(current_round, build_network(model.profile))
-    weights = with_site_norm(model.weights, state.weights(current_round), keys)
+    site_weights, keys = state.own_weights(current_round, build_network(model.profile))
+    weights = with_site_norm(model.weights, site_weights, keys)
     source = model.record  # the global model's identity, so the site's RTSTRUCTs name the job and round
     meta = {
         "global_model": Path(global_file).name,

@@ -113,16 +113,19 @@ class SiteState:
             )
         return max(rounds)
 
+    def _load(self, current_round: int) -> dict[str, Any]:
+        path = self.path(current_round)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no local state of round {current_round}")
+        return torch.load(path, map_location="cpu", weights_only=False)
+
     def weights(self, current_round: int) -> dict[str, torch.Tensor]:
         """The site's model weights saved after local round ``current_round``.
 
         Raises:
             FileNotFoundError: no state of that round.
         """
-        path = self.path(current_round)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no local state of round {current_round}")
-        return torch.load(path, map_location="cpu", weights_only=False)["model"]
+        return self._load(current_round)["model"]
 
     def site_keys(self, current_round: int) -> frozenset[str] | None:
         """The weights the site kept as its own in round ``current_round`` (``save``'s ``site_keys``); None for
@@ -131,29 +134,29 @@ class SiteState:
         Raises:
             FileNotFoundError: no state of that round.
         """
-        path = self.path(current_round)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no local state of round {current_round}")
-        keys = torch.load(path, map_location="cpu", weights_only=False).get("site_keys")
+        keys = self._load(current_round).get("site_keys")
         return None if keys is None else frozenset(keys)
 
-    def own_keys(self, current_round: int, model: torch.nn.Module) -> frozenset[str]:
-        """The tensors of ``model`` that were the site's own in round ``current_round`` (``site_keys``), or
-        every BatchNorm tensor (FedBN) for a state saved before they were recorded.
+    def own_weights(
+        self, current_round: int, model: torch.nn.Module
+    ) -> tuple[dict[str, torch.Tensor], frozenset[str]]:
+        """The site's weights after round ``current_round`` and the keys of those that were its own
+        (``site_keys``; every BatchNorm tensor of ``model``, FedBN, for a state saved before they were
+        recorded), from one read of the state file.
 
         Raises:
             FileNotFoundError: no state of that round.
             ValueError: the site kept nothing of its own (a FedAvg job): its model is the global model.
         """
-        recorded = self.site_keys(current_round)
-        if recorded is None:
-            return batch_norm_keys(model)
-        if not recorded:
+        state = self._load(current_round)
+        recorded = state.get("site_keys")
+        keys = batch_norm_keys(model) if recorded is None else frozenset(recorded)
+        if not keys:
             raise ValueError(
                 f"{self.path(current_round)}: the site kept no weights of its own in that job (neither FedBN "
                 "nor SiloBN); use the global model as it is"
             )
-        return recorded
+        return state["model"], keys
 
     def restore(self, trainer: SegTrainer, next_round: int) -> bool:
         """Load the state saved after round ``next_round - 1`` into a trainer that has not trained yet.
