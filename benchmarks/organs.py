@@ -11,8 +11,9 @@ three naming conventions; partial delineation), ingested for the organs (default
   epochs (the benchmark's budget for a central model, ``dose3d bench``).
 
 Both are scored on new patients of the same three scanners (10 per scanner, synthesis seed 1000, never used
-for training; ``--heldout-seed`` and ``--heldout-patients`` draw another set), ingested the same way: each organ on the held-out cases that delineate it (the
-held-out sites omit organs as their habits say), with the one validation code of the project
+for training; ``--heldout-seed`` and ``--heldout-patients`` draw another set), ingested the same way: each
+organ on the held-out cases that delineate it (the held-out sites omit organs as their habits say), with the
+one validation code of the project
 (``SegTrainer.validate``: Dice, HD95 and surface Dice at 4 mm on the profile's 4 mm grid). Per organ it
 reports both models' means, the ratio federated / central of the mean Dice (target >= 0.98 for every organ),
 and the mean paired per-case Dice difference with a 95 % bootstrap interval. Writes
