@@ -46,7 +46,7 @@ from dose3d_fl.fl.simulate import SimulationConfig, simulate_seg
 from dose3d_fl.fl.site.config import SiteConfig
 from dose3d_fl.fl.site.model import write_site_model
 from dose3d_fl.seg.checkpoint import load_checkpoint
-from dose3d_fl.seg.profiles import SegProfile, get_profile
+from dose3d_fl.seg.profiles import DEFAULT_PROFILE, SegProfile, get_profile
 from dose3d_fl.seg.trainer import SegTrainer
 from dose3d_fl.seg.training_run import MODEL_NAME, train_on_caches
 from dose3d_fl.synth.demo_sites import DEMO_ORGANS, prepare_site_data
@@ -104,6 +104,12 @@ def main(argv: list[str] | None = None) -> int:
         "training data) instead of running the job in WORK/fl",
     )
     parser.add_argument("--organs", default=",".join(DEMO_ORGANS), help="TG-263 organs (default all seven)")
+    parser.add_argument(
+        "--profile",
+        default=DEFAULT_PROFILE,
+        help=f"segmentation profile of the central model and of the federated run this script runs (default "
+        f"{DEFAULT_PROFILE}; `make demo` runs cpu-organs)",
+    )
     parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS)
     parser.add_argument("--local-epochs", type=int, default=DEFAULT_LOCAL_EPOCHS)
     parser.add_argument(
@@ -151,9 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     organs = tuple(o for o in args.organs.split(",") if o)
-    profile = get_profile().replace(organs=organs)
-    if args.train_seed is not None:
-        profile = profile.replace(seed=args.train_seed)
+    profile = get_profile(args.profile, organs, args.train_seed)
     timings: dict[str, float] = {}
 
     fl_workspace = (args.fl_workspace or args.work / "fl").resolve()
@@ -165,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         job = SegJobConfig(
             num_rounds=args.rounds,
             local_epochs=args.local_epochs,
+            profile=args.profile,
             organs=organs,
             tensorboard=False,
             train_seed=args.train_seed,
@@ -174,6 +179,13 @@ def main(argv: list[str] | None = None) -> int:
     saved = torch.load(fl_model, map_location="cpu", weights_only=True)
     if tuple(saved["profile"]["organs"]) != organs:
         print(f"organs: {fl_model} segments {saved['profile']['organs']}, not {organs}", file=sys.stderr)
+        return 2
+    if saved["profile"]["name"] != profile.name:
+        print(
+            f"profile: {fl_model} was trained with profile {saved['profile']['name']!r}, the central model would "
+            f"be {profile.name!r}; pass --profile {saved['profile']['name']}",
+            file=sys.stderr,
+        )
         return 2
     summary_file = fl_workspace / "summary.json"
     fl_summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
