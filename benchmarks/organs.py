@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         "--profile",
         default=DEFAULT_PROFILE,
         help=f"segmentation profile of the central model and of the federated run this script runs (default "
-        f"{DEFAULT_PROFILE}; `make demo` runs cpu-organs)",
+        f"{DEFAULT_PROFILE})",
     )
     parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS)
     parser.add_argument("--local-epochs", type=int, default=DEFAULT_LOCAL_EPOCHS)

@@ -52,7 +52,6 @@ def test_default_profile_is_cpu_small_at_4_mm():
         ({"norm": "group"}, "norm"),
         ({"hu_min": 200.0}, "hu_min"),
         ({"lr_schedule": "step"}, "lr_schedule"),
-        ({"memory_format": "channels_last"}, "memory_format"),
     ],
 )
 def test_invalid_profiles_are_refused_with_the_reason(changes, message):
@@ -121,13 +120,3 @@ def test_a_checkpoint_without_organs_is_the_spleen_task_and_out_channels_must_fi
     )
     with pytest.raises(ValueError, match="out_channels 3 but names no organs"):
         SegProfile.from_dict({**old, "out_channels": 3})
-
-
-def test_cpu_organs_is_cpu_small_for_the_seven_organs_in_channels_last_3d():
-    small, organs = get_profile("cpu-small"), get_profile("cpu-organs")
-    assert organs.memory_format == "channels_last_3d" and small.memory_format == "contiguous"
-    assert organs.organs == ("Spleen", "Liver", "Kidney_L", "Kidney_R", "Stomach", "Pancreas", "A_Aorta")
-    # The memory format is not a model field: the two share weights once their organs agree.
-    assert organs.incompatibilities(small.replace(organs=organs.organs)) == []
-    differs = {k for k, v in organs.to_dict().items() if small.to_dict()[k] != v}
-    assert differs == {"name", "organs", "out_channels", "memory_format"}

@@ -25,7 +25,6 @@ from dose3d_fl.data.tg263 import check_organs
 
 LOSSES = ("dice_ce", "dice")
 LR_SCHEDULES = ("constant", "cosine")
-MEMORY_FORMATS = ("contiguous", "channels_last_3d")
 # Fields that change the network's tensors or what its input means: two profiles that differ in one of
 # them cannot share weights.
 MODEL_FIELDS = (
@@ -93,9 +92,6 @@ class SegProfile:
         sw_overlap: sliding-window overlap.
         val_interval: epochs between validations when training for several epochs.
         amp: mixed precision (used on CUDA only).
-        memory_format: ``"contiguous"`` or ``"channels_last_3d"``: torch's memory format of the network and
-            its input batches. Only the speed and the floating-point rounding differ (the weights are the
-            same tensors; ``benchmarks/memory_format.py``: a cpu-small epoch in 0.71x the time on the CPU).
         seed: random seed (``monai.utils.set_determinism``).
     """
 
@@ -130,7 +126,6 @@ class SegProfile:
     sw_overlap: float = 0.5
     val_interval: int = 1
     amp: bool = True
-    memory_format: str = "contiguous"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -151,11 +146,6 @@ class SegProfile:
             )
         if self.norm not in NORMS:
             raise ValueError(f"profile {self.name!r}: norm {self.norm!r} is not one of {', '.join(NORMS)}")
-        if self.memory_format not in MEMORY_FORMATS:
-            raise ValueError(
-                f"profile {self.name!r}: memory_format {self.memory_format!r} is not one of "
-                f"{', '.join(MEMORY_FORMATS)}"
-            )
         if 0 in self.flip_axes:
             raise ValueError(
                 f"profile {self.name!r}: flipping axis 0 swaps the patient's left and right (the spleen is "
@@ -258,14 +248,6 @@ PROFILES: dict[str, SegProfile] = {
         ),
     )
 }
-# The organs at risk of ``make demo`` on the CPU: cpu-small's network and recipe for the seven organs, in the
-# channels_last_3d memory format (an epoch in 0.71x the time, benchmarks/memory_format.py). cpu-small itself
-# stays contiguous, so that every figure measured with it comes out again from its command.
-PROFILES["cpu-organs"] = PROFILES["cpu-small"].replace(
-    name="cpu-organs",
-    organs=("Spleen", "Liver", "Kidney_L", "Kidney_R", "Stomach", "Pancreas", "A_Aorta"),
-    memory_format="channels_last_3d",
-)
 # Differential privacy needs a network without BatchNorm running statistics (as opacus demands): they are
 # data-dependent, must be noised with the update, and their scale (hundreds) dwarfs the weights' (0.01).
 PROFILES["cpu-small-dp"] = PROFILES["cpu-small"].replace(name="cpu-small-dp", norm="instance")

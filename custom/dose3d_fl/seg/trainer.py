@@ -111,12 +111,7 @@ class SegTrainer:
         self.epochs_done = 0
 
         set_determinism(seed=self.profile.seed)
-        self.memory_format = (
-            torch.channels_last_3d
-            if self.profile.memory_format == "channels_last_3d"
-            else torch.contiguous_format
-        )
-        self.model = build_network(self.profile).to(self.device, memory_format=self.memory_format)
+        self.model = build_network(self.profile).to(self.device)
         self.optimizer = torch.optim.Adam(
             self.model.parameters(), lr=self.profile.lr, weight_decay=self.profile.weight_decay
         )
@@ -273,8 +268,7 @@ class SegTrainer:
             regularizer: a term added to the loss (FedProx).
             labelled: ``(B, N)`` bool, the organs each case delineates; None: all.
         """
-        image = image.to(self.device).contiguous(memory_format=self.memory_format)
-        label = label.to(self.device)
+        image, label = image.to(self.device), label.to(self.device)
         if labelled is not None:
             labelled = torch.as_tensor(labelled, dtype=torch.bool, device=self.device)
         self.optimizer.zero_grad(set_to_none=True)
@@ -295,7 +289,7 @@ class SegTrainer:
         self.model.eval()
         with torch.inference_mode(), self._autocast():
             return sliding_window_inference(
-                image.to(self.device).contiguous(memory_format=self.memory_format),
+                image.to(self.device),
                 roi_size=self.profile.roi_size,
                 sw_batch_size=self.profile.sw_batch_size,
                 predictor=self.model,
@@ -383,11 +377,8 @@ class SegTrainer:
     # -- weights and checkpoints ------------------------------------------------------------------------------
 
     def get_weights(self) -> dict[str, torch.Tensor]:
-        """A copy of the network's state dict as contiguous CPU tensors (whatever the memory format)."""
-        return {
-            name: tensor.detach().cpu().clone(memory_format=torch.contiguous_format)
-            for name, tensor in self.model.state_dict().items()
-        }
+        """A copy of the network's state dict as CPU tensors."""
+        return {name: tensor.detach().cpu().clone() for name, tensor in self.model.state_dict().items()}
 
     def set_weights(self, weights: dict[str, torch.Tensor]) -> None:
         """Load a state dict (e.g. the global model); every tensor of the network must be present."""
