@@ -182,17 +182,27 @@ def validation_cases(cache: Path) -> tuple[list[CaseEntry], list[str]]:
 
     Only read: the report never writes into a site cache.
     """
+    _, cases, reasons = _validation_split(cache)
+    return cases, reasons
+
+
+def _validation_split(cache: Path) -> tuple[Manifest | None, list[CaseEntry], list[str]]:
+    """``validation_cases`` with the manifest it read (None where it could not read one)."""
     split_path = cache / SPLIT_NAME
     if not split_path.is_file():
-        return [], [f"{cache.name}: no {SPLIT_NAME}, so its validation cases are unknown; not evaluated"]
+        return (
+            None,
+            [],
+            [f"{cache.name}: no {SPLIT_NAME}, so its validation cases are unknown; not evaluated"],
+        )
     try:
         manifest = Manifest.load(cache)
         wanted = json.loads(split_path.read_text())["val"]
     except (OSError, ValueError, KeyError, TypeError) as err:
-        return [], [f"{cache.name}: cannot read its manifest or {SPLIT_NAME} ({one_line(err, 160)})"]
+        return None, [], [f"{cache.name}: cannot read its manifest or {SPLIT_NAME} ({one_line(err, 160)})"]
     by_id = {case.id: case for case in manifest.cases}
     missing = [f"{cache.name} {c}: in {SPLIT_NAME} but not in the manifest" for c in wanted if c not in by_id]
-    return [by_id[c] for c in wanted if c in by_id], missing
+    return manifest, [by_id[c] for c in wanted if c in by_id], missing
 
 
 def evaluate_site(predictor: SegTrainer, cache: Path) -> SiteCases:
@@ -203,10 +213,9 @@ def evaluate_site(predictor: SegTrainer, cache: Path) -> SiteCases:
     whose files cannot be read or segmented is skipped with a one-line reason; the others go on.
     """
     result = SiteCases(cache=cache)
-    cases, result.skipped = validation_cases(cache)
-    if not cases:
+    manifest, cases, result.skipped = _validation_split(cache)
+    if manifest is None or not cases:
         return result
-    manifest = Manifest.load(cache)  # validation_cases read it already
     result.organs = list(manifest.organs)
     model_organs = list(predictor.profile.organs)
     if not set(model_organs) & set(result.organs):
