@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 from pathlib import Path
 
@@ -76,3 +77,46 @@ def test_organs_seeds_reports_the_ratio_of_means_and_refuses_a_repeated_seed() -
     assert not low["all_organs_meet_target"]
     with pytest.raises(ValueError, match="another training seed"):
         organs_seeds.combine([_organs_result(0, 0.9, 0.9), _organs_result(0, 0.9, 0.9)])
+
+
+def test_site_steps_ratios_are_ratios_of_means_per_scanner_and_skip_unscored_organs() -> None:
+    spec = importlib.util.spec_from_file_location(
+        "organs_site_steps", ROOT / "benchmarks" / "organs_site_steps.py"
+    )
+    steps = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(steps)
+    # Two seeds; scanner 1 has the gap, scanner 2 none; a case without the organ (NaN) is not scored.
+    federated = [
+        {"site-1/a": {"Pancreas": 0.6}, "site-2/b": {"Pancreas": 0.8}, "site-2/c": {"Pancreas": math.nan}},
+        {"site-1/a": {"Pancreas": 0.7}, "site-2/b": {"Pancreas": 0.9}, "site-2/c": {}},
+    ]
+    central = [
+        {"site-1/a": {"Pancreas": 0.8}, "site-2/b": {"Pancreas": 0.8}, "site-2/c": {"Pancreas": math.nan}},
+        {"site-1/a": {"Pancreas": 0.9}, "site-2/b": {"Pancreas": 0.9}, "site-2/c": {}},
+    ]
+    ratios = steps.ratios(federated, central, ["Pancreas"], ["site-1", "site-2"])["Pancreas"]
+    assert ratios["site-1"] == pytest.approx((0.6 + 0.7) / (0.8 + 0.9))
+    assert ratios["site-2"] == pytest.approx(1.0)
+    assert ratios["all"] == pytest.approx((0.7 + 0.8) / (0.8 + 0.9))  # each seed: the mean over its cases
+    assert math.isnan(steps.mean_dice(federated[0], "Pancreas", "site-3"))
+
+
+def test_organs_reads_the_job_settings_from_the_run_itself(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location("organs", ROOT / "benchmarks" / "organs.py")
+    organs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(organs)
+    assert organs.job_settings(tmp_path) == {}  # a run that kept no configuration
+    config = tmp_path / "sim" / organs.JOB_NAME / "server" / "simulate_job" / "app_server" / "config"
+    config.mkdir(parents=True)
+    script_args = "--local-epochs 8 --profile cpu-small --lr-scale 1.5 --organs Spleen --silobn --seed 0"
+    executor = {"executor": {"args": {"task_script_args": script_args}}}
+    (config / "config_fed_client.json").write_text(json.dumps({"executors": [executor]}))
+    workflows = [{"id": "controller", "args": {"num_rounds": 20}}, {"id": "controller1", "args": {}}]
+    (config / "config_fed_server.json").write_text(json.dumps({"workflows": workflows}))
+    assert organs.job_settings(tmp_path) == {
+        "rounds": 20,
+        "local_epochs": 8,
+        "local_lr_scale": 1.5,
+        "fedbn": False,
+        "silobn": True,
+    }
