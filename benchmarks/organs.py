@@ -19,6 +19,9 @@ reports both models' means, the ratio federated / central of the mean Dice (targ
 and the mean paired per-case Dice difference with a 95 % bootstrap interval. Writes
 ``benchmarks/results/organs.json``.
 
+The federated job's settings in the result (rounds, local epochs, the sites' learning-rate factor, FedBN or
+SiloBN) are read from the run's own job configuration; options that disagree with it are refused.
+
 Usage: ``nice -n 10 .venv/bin/python benchmarks/organs.py [--work runs/organs] [--fl-workspace runs/demo]
 [--organs Spleen,Liver,...] [--threads 2]``.
 """
@@ -54,6 +57,32 @@ from dose3d_fl.synth.demo_sites import DEMO_ORGANS, prepare_site_data
 RESULTS = Path(__file__).parent / "results" / "organs.json"
 HELDOUT_PATIENTS, HELDOUT_SEED = 10, 1000
 TARGET = 0.98
+
+
+def job_settings(fl_workspace: Path) -> dict[str, object]:
+    """What the simulated job ran with, read from its own configuration (not from this script's arguments):
+    rounds, local epochs, the sites' learning-rate factor and FedBN / SiloBN. Empty if the run kept none."""
+    config = fl_workspace / "sim" / JOB_NAME / "server" / "simulate_job" / "app_server" / "config"
+    try:
+        client = json.loads((config / "config_fed_client.json").read_text())
+        server = json.loads((config / "config_fed_server.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    tokens = client["executors"][0]["executor"]["args"]["task_script_args"].split()
+
+    def value(option: str, default: str) -> str:
+        return tokens[tokens.index(option) + 1] if option in tokens else default
+
+    rounds = [
+        w["args"]["num_rounds"] for w in server.get("workflows", []) if "num_rounds" in w.get("args", {})
+    ]
+    return {
+        "rounds": rounds[0] if rounds else None,
+        "local_epochs": int(value("--local-epochs", "1")),
+        "local_lr_scale": float(value("--lr-scale", "1")),
+        "fedbn": "--fedbn" in tokens,
+        "silobn": "--silobn" in tokens,
+    }
 
 
 def score(
@@ -187,6 +216,17 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    settings = job_settings(fl_workspace)
+    claimed = {
+        "rounds": args.rounds,
+        "local_epochs": args.local_epochs,
+        "fedbn": args.fedbn,
+        "silobn": args.silobn,
+    }
+    wrong = [f"{k} {settings[k]} (not {v})" for k, v in claimed.items() if k in settings and settings[k] != v]
+    if wrong:
+        print(f"options: {fl_workspace} ran with {', '.join(wrong)}; pass the run's own", file=sys.stderr)
+        return 2
     summary_file = fl_workspace / "summary.json"
     fl_summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
     caches = prepare_site_data(fl_workspace, 3, 0, organs=organs)  # the federation's own caches and split
@@ -262,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
             "aggregation": "fedavg",
             "fedbn": args.fedbn,
             "silobn": args.silobn,
+            "local_lr_scale": settings.get("local_lr_scale"),  # as the job's own configuration says
             "train_seed": saved["profile"].get("seed"),  # the job's seed, as its model file's profile says
         },
         "central_train_seed": profile.seed,
