@@ -40,13 +40,17 @@ from dose3d_fl.fl.seg_job import JOB_NAME, SegJobConfig
 from dose3d_fl.fl.site.config import SiteConfig
 from dose3d_fl.fl.site.model import write_site_model
 from dose3d_fl.seg.checkpoint import load_checkpoint
-from dose3d_fl.seg.profiles import SegProfile
 from dose3d_fl.seg.trainer import SegTrainer
 from dose3d_fl.seg.transforms import IMAGE
 from dose3d_fl.synth.demo_sites import prepare_site_data
 
 RESULTS = Path(__file__).parent / "results" / "organs_site_steps.json"
 Scores = dict[str, dict[str, float]]  # "site/case" -> organ -> Dice
+
+
+def global_model_file(workspace: Path) -> Path:
+    """The final global model of a ``dose3d fl simulate`` workspace."""
+    return workspace / "sim" / JOB_NAME / "server" / "simulate_job" / "app_server" / "FL_global_model.pt"
 
 
 def dice_scores(trainer: SegTrainer, site: str) -> Scores:
@@ -95,7 +99,7 @@ def seed_scores(
     threads: int,
 ) -> dict[str, dict[str, Scores]]:
     """Variant -> {"federated", "central"} -> scores, for one training seed's run and central model."""
-    fl_model = workspace / "sim" / JOB_NAME / "server" / "simulate_job" / "app_server" / "FL_global_model.pt"
+    fl_model = global_model_file(workspace)
     caches = sorted((workspace / "data" / "cache").glob("site-*"))
     train = {site.name: site for site in load_site_cases(caches, organs=organs)}
     pooled = [case for site in train.values() for case in site.train]
@@ -105,24 +109,30 @@ def seed_scores(
     def add(variant: str, kind: str, scores: Scores) -> None:
         out.setdefault(variant, {}).setdefault(kind, {}).update(scores)
 
+    central_bn: dict | None = None  # the central model with recomputed statistics: the same for every scanner
     for site in held:
         site_file = work / workspace.name / f"{site.name}.pt"
         state = SiteConfig.load(workspace / "site_config" / f"{site.name}.json").state_dir
         write_site_model(fl_model, state, site_file)
-        weights = load_checkpoint(site_file).model
-        profile: SegProfile = load_checkpoint(site_file).profile
-        models = (("federated", weights, train[site.name].train), ("central", central.model, pooled))
+        site_model = load_checkpoint(site_file)
+        weights, profile = site_model.model, site_model.profile
+        if central_bn is None:
+            pooled_trainer = SegTrainer(pooled, [], profile, num_threads=threads, show_progress=False)
+            pooled_trainer.set_weights(central.model)
+            recompute_bn(pooled_trainer, bn_passes)
+            central_bn = pooled_trainer.get_weights()
+        site_bn = SegTrainer(train[site.name].train, [], profile, num_threads=threads, show_progress=False)
+        site_bn.set_weights(weights)
+        recompute_bn(site_bn, bn_passes)
         steps = (
-            ("as_trained", profile, False),
-            ("largest_component_off", profile.replace(keep_largest_component=False), False),
-            ("bn_recomputed", profile, True),
+            ("as_trained", profile, weights, central.model),
+            ("largest_component_off", profile.replace(keep_largest_component=False), weights, central.model),
+            ("bn_recomputed", profile, site_bn.get_weights(), central_bn),
         )
-        for variant, prof, recompute in steps:
-            for kind, model_weights, cases in models:
-                trainer = SegTrainer(cases, site.val, prof, num_threads=threads, show_progress=False)
+        for variant, prof, federated_weights, central_weights in steps:
+            for kind, model_weights in (("federated", federated_weights), ("central", central_weights)):
+                trainer = SegTrainer([], site.val, prof, num_threads=threads, show_progress=False)
                 trainer.set_weights(model_weights)
-                if recompute:
-                    recompute_bn(trainer, bn_passes)
                 add(variant, kind, dice_scores(trainer, site.name))
         tuner = SegTrainer(
             train[site.name].train,
@@ -164,15 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         print("give one central model per federated run (the same training seed)", file=sys.stderr)
         return 2
     start = time.perf_counter()
-    first = load_checkpoint(
-        args.fl_workspaces[0]
-        / "sim"
-        / JOB_NAME
-        / "server"
-        / "simulate_job"
-        / "app_server"
-        / "FL_global_model.pt"
-    )
+    first = load_checkpoint(global_model_file(args.fl_workspaces[0]))
     organs = list(first.profile.organs)
     caches = prepare_site_data(
         args.work / f"heldout-seed-{args.heldout_seed}-{args.heldout_patients}",

@@ -119,14 +119,6 @@ class SiteState:
             raise FileNotFoundError(f"{path}: no local state of round {current_round}")
         return torch.load(path, map_location="cpu", weights_only=False)
 
-    def weights(self, current_round: int) -> dict[str, torch.Tensor]:
-        """The site's model weights saved after local round ``current_round``.
-
-        Raises:
-            FileNotFoundError: no state of that round.
-        """
-        return self._load(current_round)["model"]
-
     def site_keys(self, current_round: int) -> frozenset[str] | None:
         """The weights the site kept as its own in round ``current_round`` (``save``'s ``site_keys``); None for
         a state saved before they were recorded (then FedBN's: every BatchNorm tensor).
