@@ -1,12 +1,20 @@
-"""The server's one line per round, and the console filter that shows it alone."""
+"""The server's one line per round, the console filter that shows it alone, and the aggregation order."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from nvflare.apis.fl_constant import FLMetaKey
+from nvflare.app_common.abstract.fl_model import FLModel, ParamsType
+from nvflare.app_common.aggregators.weighted_aggregation_helper import WeightedAggregationHelper
 
 from dose3d_fl.fl.log_config import RoundLinesFilter, round_lines_log_config
-from dose3d_fl.fl.server.controller import ROUND_LOGGER, format_round_line
+from dose3d_fl.fl.server.controller import ROUND_LOGGER, SegFedAvg, format_round_line
 
 
 def test_round_line_pools_dice_over_validation_cases() -> None:
@@ -55,3 +63,35 @@ def test_log_config_keeps_nvflare_file_handlers() -> None:
     assert config["handlers"]["consoleHandler"]["filters"] == ["RoundLinesFilter"]
     assert {"logFileHandler", "errorFileHandler"} <= set(config["loggers"]["root"]["handlers"])
     logging.config.dictConfig({**config, "handlers": {}, "loggers": {}})  # the filter class resolves
+
+
+def _update(site: str, steps: int, weights: np.ndarray) -> FLModel:
+    return FLModel(
+        params={"w": weights},
+        params_type=ParamsType.FULL,
+        meta={"client_name": site, FLMetaKey.NUM_STEPS_CURRENT_ROUND: steps},
+    )
+
+
+def _aggregate(arrived: tuple[FLModel, ...]) -> bytes:
+    controller = SegFedAvg(num_clients=len(arrived), num_rounds=1)
+    controller._aggr_helper = WeightedAggregationHelper()  # what FedAvg sets at the start of a round
+    controller._held = list(arrived)  # the round's accepted updates, in the order they arrived
+    controller._flush_held()
+    return controller._get_aggregated_result().params["w"].tobytes()
+
+
+def test_the_global_model_does_not_depend_on_the_order_the_sites_finish_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(
+        tmp_path
+    )  # outside a job the controller keeps its transfer log in the working directory
+    # float32 sums depend on their order: in arrival order these three updates give three different global
+    # models over the six possible orders
+    rng = np.random.default_rng(0)
+    updates = [
+        _update(site, steps, rng.standard_normal(1000).astype(np.float32))
+        for site, steps in (("site-1", 72), ("site-2", 48), ("site-3", 32))
+    ]
+    assert len({_aggregate(order) for order in itertools.permutations(updates)}) == 1

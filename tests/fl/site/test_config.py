@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -69,3 +71,23 @@ def test_an_unknown_key_is_named_with_the_key_it_resembles(tmp_path: Path) -> No
 def test_the_committed_example_is_a_valid_site_configuration() -> None:
     example = Path(__file__).resolve().parents[3] / "sites" / "local" / "dose3d_site.json"
     assert SiteConfig.load(example).cache_dir == "/srv/dose3d/cache"
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="thread affinity is Linux's")
+def test_a_site_pins_the_thread_that_trains_and_only_that_one(tmp_path: Path) -> None:
+    cores = sorted(os.sched_getaffinity(0))
+    config = SiteConfig.load(SiteConfig(cache_dir="c", cpu_cores=cores[-1:]).save(tmp_path / "site.json"))
+    assert config.cpu_cores == cores[-1:]
+    seen: list[set[int]] = []
+
+    def client_script() -> None:
+        config.pin_cpu_cores()
+        seen.append(os.sched_getaffinity(0))
+
+    thread = threading.Thread(target=client_script)
+    thread.start()
+    thread.join()
+    assert seen == [set(cores[-1:])]
+    assert sorted(os.sched_getaffinity(0)) == cores  # the caller's thread keeps all its cores
+    SiteConfig(cache_dir="c").pin_cpu_cores()  # none configured: nothing changes
+    assert sorted(os.sched_getaffinity(0)) == cores

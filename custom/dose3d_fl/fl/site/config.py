@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import difflib
 import json
+import logging
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+logger = logging.getLogger(__name__)
 
 SITE_CONFIG_ENV = "DOSE3D_SITE_CONFIG"
 SITE_CONFIG_DIR_ENV = "DOSE3D_SITE_CONFIG_DIR"
@@ -34,6 +37,9 @@ class SiteConfig:
         synthetic_dir: synthetic image/label pairs (``dose3d gan sample``) added to the site's segmentation
             training cases; ``None``: real cases only.
         synthetic_ratio: synthetic cases per real training case when ``synthetic_dir`` is set.
+        cpu_cores: CPU cores (Linux numbering) the site's training runs on; ``None``: wherever the operating
+            system schedules it. The simulator sets it when its sites outnumber the machine's cores
+            (``dose3d_fl.fl.simulate.write_site_configs``); a site with a machine of its own leaves it out.
     """
 
     cache_dir: str
@@ -41,6 +47,20 @@ class SiteConfig:
     device: str = "auto"
     synthetic_dir: str | None = None
     synthetic_ratio: float = 1.0
+    cpu_cores: list[int] | None = None
+
+    def pin_cpu_cores(self) -> None:
+        """Run the calling thread (the client script's, which trains) on ``cpu_cores``, when set.
+
+        Linux keeps a CPU affinity per thread; threads the caller starts afterwards inherit it. On a system
+        without ``os.sched_setaffinity`` the setting is logged and ignored.
+        """
+        if not self.cpu_cores:
+            return
+        if not hasattr(os, "sched_setaffinity"):
+            logger.warning("cpu_cores %s ignored: this system cannot pin a thread to cores", self.cpu_cores)
+            return
+        os.sched_setaffinity(0, self.cpu_cores)
 
     @property
     def state_dir(self) -> Path:

@@ -232,9 +232,11 @@ def main() -> None:
 
     shorten_client_polls(flare.init().api, args.result_poll)
     site = flare.get_site_name()
+    config = load_site_config(site)
+    config.pin_cpu_cores()
     runner = SiteRunner(
         site,
-        load_site_config(site),
+        config,
         site_profile(args.profile, args.lr_scale, [o for o in args.organs.split(",") if o], args.seed),
         args.local_epochs,
         args.keep_optimizer_state,

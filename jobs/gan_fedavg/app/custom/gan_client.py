@@ -40,7 +40,9 @@ def main() -> None:
 
     shorten_client_polls(flare.init().api)
     site = flare.get_site_name()
-    trainer = build_site_gan_trainer(load_site_config(site), get_gan_profile(args.profile), site)
+    config = load_site_config(site)
+    config.pin_cpu_cores()
+    trainer = build_site_gan_trainer(config, get_gan_profile(args.profile), site)
     writer = SummaryWriter()
 
     while flare.is_running():

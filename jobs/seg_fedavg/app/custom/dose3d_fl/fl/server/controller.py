@@ -8,6 +8,11 @@ arrives, accepted or not, gets a line in the hash-chained ``transfer_log.jsonl``
 workspace (``dose3d_fl.fl.server.transfer_log``). The norm check compares sites, so updates are held until the
 round's results are in and aggregated then (FedAvg otherwise adds each one as it arrives).
 
+The held updates enter the weighted sum in a fixed order, not in the order they arrived: fewest local steps
+(the smallest weight) first, then by site name. Floating-point addition is not associative, so with arrival
+order the global model, and every round after it, depended on which site happened to finish first (with
+three simulated sites on two cores that order changes from run to run once the sites take about as long).
+
 NVFlare's ``FedAvg`` logs several lines per round and per site. A person following a run wants one line:
 which round, how many sites answered, the Dice the sites measured on the global model they received
 (pooled over their validation cases), their mean local loss and how long the round took; with several
@@ -43,6 +48,7 @@ from dose3d_fl.fl.policy.receipts import (
     public_pem,
     sign,
 )
+from dose3d_fl.fl.server.aggregators import reported_steps
 from dose3d_fl.fl.server.resilient import ResilientFedAvg
 from dose3d_fl.fl.server.transfer_log import LOG_NAME, SERVER_KEY_DIR, SERVER_KEY_NAME, TransferLog
 from dose3d_fl.fl.server.update_checks import DEFAULT_MAX_NORM_RATIO, check_update, update_outliers
@@ -205,7 +211,7 @@ class SegFedAvg(ResilientFedAvg):
             if self._global
             else ({}, {})
         )
-        for result in held:
+        for result in sorted(held, key=_aggregation_order):
             site = _site(result)
             if site in outliers:
                 self._reject(site, result, outliers[site], norm=norms.get(site))
@@ -314,3 +320,9 @@ def _reference(result: FLModel, global_params: dict[str, np.ndarray]) -> dict[st
 
 def _site(result: FLModel) -> str:
     return str((result.meta or {}).get("client_name", "?"))
+
+
+def _aggregation_order(result: FLModel) -> tuple[float, str]:
+    """Where an accepted update enters the round's weighted sum: smallest weight (local steps) first, then
+    by site name, whatever the order of arrival."""
+    return reported_steps(result), _site(result)
