@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -190,3 +192,25 @@ def test_site_configs_pin_only_when_the_sites_outnumber_the_cores(
         assert SiteConfig.load(folder / f"{cache.name}.json").cpu_cores is None
         assert SiteConfig.load(folder / f"{cache.name}.json").num_threads == 2
     assert case_count(tmp_path / "no-cache") == 1  # unreadable: counted as one case, never a crash
+
+
+def test_the_summary_does_not_depend_on_the_order_the_sites_answered_in(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    sites = [
+        {
+            "name": f"site-{i}",
+            "metrics": [
+                {"name": "val_dice", "value": float(rng.uniform(0.5, 0.9))},
+                {"name": "val_cases", "value": int(rng.integers(1, 9))},
+            ],
+        }
+        for i in range(1, 6)
+    ]
+    rounds = set()
+    for n, order in enumerate(itertools.permutations(sites)):
+        job = tmp_path / str(n)
+        (job / "metrics").mkdir(parents=True)
+        records = [{"round": r, "sites": list(order)} for r in (0, 1)]
+        (job / "metrics" / "round_metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+        rounds.add(tuple(simulate.summarise_simulation(job, 3)["round_val_dice"]))
+    assert len(rounds) == 1

@@ -40,6 +40,7 @@ def organ_union(site_metrics: dict[str, dict[str, Any]]) -> dict[str, dict[str, 
             validation).
     """
     out: dict[str, dict[str, float | int]] = {}
+    site_metrics = dict(sorted(site_metrics.items()))  # sums in site order, not in the order sites answered
     for organ in _organs(site_metrics):
         values: dict[str, float | int] = {}
         cases = {site: int(m.get(f"{_CASES}_{organ}") or 0) for site, m in site_metrics.items()}

@@ -55,6 +55,8 @@ class SimulationConfig:
         keep_payloads: the sites' payload audit also keeps every serialised message they send.
         min_clients: sites each round trains (a random sample when fewer than ``sites``); ``None``: every
             site. It replaces the job's ``min_clients``.
+        pin_cores: pin the sites to cores when they outnumber them (:func:`write_site_configs`); False
+            leaves them to the operating system (``benchmarks/sim_core_pinning.py`` compares the two).
 
     Raises:
         ValueError: ``min_clients`` is not between 1 and ``sites``.
@@ -67,6 +69,7 @@ class SimulationConfig:
     dp: DPConfig | None = None
     keep_payloads: bool = False
     min_clients: int | None = None
+    pin_cores: bool = True
 
     def __post_init__(self) -> None:
         if self.min_clients is not None and not 1 <= self.min_clients <= self.sites:
@@ -88,7 +91,7 @@ def add_site_policy(recipe: FedAvgRecipe, dp: DPConfig | None = None, keep_paylo
         recipe.add_client_output_filter(result_filter, tasks=list(JOB_TASKS))
 
 
-def write_site_configs(workspace: Path, caches: list[Path]) -> Path:
+def write_site_configs(workspace: Path, caches: list[Path], pin_cores: bool = True) -> Path:
     """One configuration per simulated site; the sites share this machine's cores.
 
     With at least one core per site, each site gets an equal share of the cores as torch threads. With
@@ -96,13 +99,13 @@ def write_site_configs(workspace: Path, caches: list[Path]) -> Path:
     equal numbers of cases (:func:`balance_sites`): left to the operating system, three sites on two cores
     share both, the smaller sites finish first and the largest then trains on one core while the other
     idles (docs/performance.md). The thread count, and so every number the sites compute, is the same
-    either way.
+    either way. ``pin_cores=False`` leaves the sites to the operating system.
     """
     folder = workspace / "site_config"
     cores = available_cores()
     pinned = (
         balance_sites({cache.name: case_count(cache) for cache in caches}, cores)
-        if len(caches) > len(cores)
+        if pin_cores and len(caches) > len(cores)
         else {}
     )
     threads = max(1, len(cores) // len(caches))
@@ -183,7 +186,7 @@ def simulate_seg(config: SimulationConfig, customize: Callable[[FedAvgRecipe], N
     """
     workspace = Path(config.workspace).resolve()
     caches = prepare_site_data(workspace, config.sites, config.seed, organs=config.job.seg_profile.organs)
-    site_configs = write_site_configs(workspace, caches)
+    site_configs = write_site_configs(workspace, caches, config.pin_cores)
     job = SegJobConfig(**{**config.job.__dict__, "min_clients": config.min_clients or config.sites})
     recipe = build_seg_recipe(dataclasses.replace(job, quantization=""))
     add_site_policy(recipe, dp=config.dp, keep_payloads=config.keep_payloads)
@@ -286,8 +289,9 @@ def summarise_simulation(server_job_dir: Path, num_rounds: int) -> dict:
         }
 
     def union(per_site: dict[str, float]) -> float:
+        # in site order: the records list the sites in the order they answered, and float sums depend on it
         total = sum(site_cases.get(site, 1) for site in per_site)
-        return sum(dice * site_cases.get(site, 1) for site, dice in per_site.items()) / max(total, 1)
+        return sum(dice * site_cases.get(site, 1) for site, dice in sorted(per_site.items())) / max(total, 1)
 
     rounds = [union(site_values(record, "val_dice")) for record in records if record["round"] >= 1]
     final = union(site_dice) if site_dice else None

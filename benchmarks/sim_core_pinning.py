@@ -1,0 +1,106 @@
+"""The simulator's sites pinned to cores against the same sites left to the operating system.
+
+With more simulated sites than cores, ``dose3d fl simulate`` pins each site's training thread to one core,
+balanced by cases (``dose3d_fl.fl.simulate.write_site_configs``). This script runs the demo's job (its
+organs, SiloBN, 8 local epochs) for a few rounds on the demo's synthetic sites both ways, alternating which
+goes first, and records the wall time of each run, its round times (the server's ``round_times.jsonl``) and
+whether the two ways trained the same model (the final per-organ validation Dice and the cross-site table
+must match to the last digit: the sites compute with one thread either way, and the server sums their updates
+in a fixed order).
+
+Usage: ``python benchmarks/sim_core_pinning.py [--rounds 4] [--repeats 2] [--work runs/bench-pinning]``;
+writes ``benchmarks/results/sim_core_pinning.json`` (``--out``). Run it on an otherwise idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from dose3d_fl.fl.seg_job import SegJobConfig
+from dose3d_fl.fl.simulate import SimulationConfig, available_cores, simulate_seg
+from dose3d_fl.synth.demo_sites import prepare_site_data
+
+DEMO_ORGANS = ("Spleen", "Liver", "Kidney_L", "Kidney_R", "Stomach", "Pancreas", "A_Aorta")
+RESULTS = Path(__file__).parent / "results" / "sim_core_pinning.json"
+# The parts of summary.json that describe the trained model (not the time it took).
+MODEL_KEYS = ("round_val_dice", "organ_val", "cross_site", "site_organ_dice")
+
+
+def run_once(data: Path, workspace: Path, rounds: int, pin_cores: bool) -> dict[str, Any]:
+    """One simulation on a fresh copy of the prepared site caches; wall time, round times and the model's
+    figures."""
+    shutil.rmtree(workspace, ignore_errors=True)
+    shutil.copytree(data, workspace / "data", ignore=shutil.ignore_patterns("fl_state"))
+    job = SegJobConfig(num_rounds=rounds, local_epochs=8, silobn=True, organs=DEMO_ORGANS)
+    started = time.perf_counter()
+    summary = simulate_seg(SimulationConfig(workspace=workspace, job=job, pin_cores=pin_cores))
+    wall = time.perf_counter() - started
+    times_file = next((workspace / "sim").rglob("round_times.jsonl"))
+    rounds_s = [json.loads(line)["seconds"] for line in times_file.read_text().splitlines() if line.strip()]
+    return {
+        "pin_cores": pin_cores,
+        "wall_s": round(wall, 1),
+        "round_s": rounds_s,
+        "rounds_after_first_mean_s": round(statistics.mean(rounds_s[1:]), 2) if len(rounds_s) > 1 else None,
+        "model": {key: summary.get(key) for key in MODEL_KEYS},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=2, help="pairs of runs (default 2)")
+    parser.add_argument("--work", type=Path, default=Path("runs/bench-pinning"))
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+
+    data = args.work / "prepared" / "data"
+    if not data.is_dir():
+        prepare_site_data(args.work / "prepared", 3, 0, organs=DEMO_ORGANS)
+    runs = []
+    for repeat in range(args.repeats):
+        for pin in (True, False) if repeat % 2 == 0 else (False, True):
+            runs.append(run_once(data, args.work / f"run-{len(runs)}", args.rounds, pin))
+            print(f"pin_cores={pin}: {runs[-1]['wall_s']} s", flush=True)
+    by_way = {
+        way: [r for r in runs if r["pin_cores"] == pinned]
+        for way, pinned in (("pinned", True), ("os_scheduled", False))
+    }
+    result = {
+        "command": "python benchmarks/sim_core_pinning.py "
+        f"--rounds {args.rounds} --repeats {args.repeats} --work {args.work}",
+        "machine": {
+            "cores": len(available_cores()),
+            "cpu_count": os.cpu_count(),
+            "python": platform.python_version(),
+        },
+        "job": {
+            "sites": 3,
+            "rounds": args.rounds,
+            "local_epochs": 8,
+            "silobn": True,
+            "organs": list(DEMO_ORGANS),
+        },
+        "wall_s": {way: [r["wall_s"] for r in rs] for way, rs in by_way.items()},
+        "rounds_after_first_mean_s": {
+            way: [r["rounds_after_first_mean_s"] for r in rs] for way, rs in by_way.items()
+        },
+        "same_model": all(r["model"] == runs[0]["model"] for r in runs),
+        "runs": [{k: v for k, v in r.items() if k != "model"} for r in runs],
+        "model": runs[0]["model"],
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: result[k] for k in ("wall_s", "rounds_after_first_mean_s", "same_model")}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
