@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import shutil
 import socket
 from collections.abc import Iterator
@@ -139,6 +140,17 @@ def test_an_unknown_configuration_key_is_named_with_the_key_it_resembles(kit: Pa
         f"FAIL site config: site configuration {config}: unknown key 'num_thread' (did you mean 'num_threads'?)"
     )
     assert failed["site config"].endswith(f"— fix: correct {config} (example: sites/local/dose3d_site.json)")
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="thread affinity is Linux's")
+def test_cores_the_machine_lacks_fail_the_configuration_check(kit: Path) -> None:
+    config = kit / "local" / "dose3d_site.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "cpu_cores": [4096]}))
+    failed = _failed(check_site(kit / "local"))
+    assert failed["site config"].startswith(
+        f"FAIL site config: {config}: cpu_cores [4096] are not all cores this process may use ("
+    )
+    assert failed["site config"].endswith(f"— fix: correct {config}, or leave cpu_cores out")
 
 
 def test_a_missing_site_configuration_says_what_to_write(kit: Path) -> None:

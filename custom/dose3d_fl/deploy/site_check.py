@@ -134,6 +134,16 @@ def _check_site_config(local: Path) -> tuple[Check, SiteConfig | None]:
         ), None
     if config.num_threads < 1:
         return Check(name, False, f"{path}: num_threads {config.num_threads} < 1", f"correct {path}"), None
+    if config.cpu_cores and hasattr(os, "sched_getaffinity"):
+        usable = os.sched_getaffinity(0)
+        if not all(isinstance(c, int) and c in usable for c in config.cpu_cores):
+            return Check(
+                name,
+                False,
+                f"{path}: cpu_cores {config.cpu_cores} are not all cores this process may use "
+                f"({', '.join(map(str, sorted(usable)))})",
+                f"correct {path}, or leave cpu_cores out",
+            ), None
     if config.device == "cuda":
         import torch
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 from pathlib import Path
@@ -91,3 +92,16 @@ def test_a_site_pins_the_thread_that_trains_and_only_that_one(tmp_path: Path) ->
     assert sorted(os.sched_getaffinity(0)) == cores  # the caller's thread keeps all its cores
     SiteConfig(cache_dir="c").pin_cpu_cores()  # none configured: nothing changes
     assert sorted(os.sched_getaffinity(0)) == cores
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="thread affinity is Linux's")
+@pytest.mark.parametrize("cores", [[4096], ["one"]])
+def test_cores_this_machine_lacks_are_named_and_training_runs_unpinned(
+    cores: list, caplog: pytest.LogCaptureFixture
+) -> None:
+    before = os.sched_getaffinity(0)
+    with caplog.at_level(logging.WARNING):
+        SiteConfig(cache_dir="c", cpu_cores=cores).pin_cpu_cores()
+    assert os.sched_getaffinity(0) == before
+    [record] = caplog.records
+    assert f"cpu_cores {cores} ignored" in record.getMessage() and "dose3d_site.json" in record.getMessage()

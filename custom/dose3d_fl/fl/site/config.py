@@ -52,15 +52,24 @@ class SiteConfig:
     def pin_cpu_cores(self) -> None:
         """Run the calling thread (the client script's, which trains) on ``cpu_cores``, when set.
 
-        Linux keeps a CPU affinity per thread; threads the caller starts afterwards inherit it. On a system
-        without ``os.sched_setaffinity`` the setting is logged and ignored.
+        Linux keeps a CPU affinity per thread; threads the caller starts afterwards inherit it. Pinning only
+        speeds training up, so where it cannot be done (no ``os.sched_setaffinity``, or cores this machine
+        does not have) a one-line warning says why and training runs unpinned.
         """
         if not self.cpu_cores:
             return
         if not hasattr(os, "sched_setaffinity"):
             logger.warning("cpu_cores %s ignored: this system cannot pin a thread to cores", self.cpu_cores)
             return
-        os.sched_setaffinity(0, self.cpu_cores)
+        try:
+            os.sched_setaffinity(0, self.cpu_cores)
+        except (OSError, TypeError, ValueError) as err:
+            logger.warning(
+                "cpu_cores %s ignored (%s): this process may run on cores %s; correct dose3d_site.json",
+                self.cpu_cores,
+                err,
+                sorted(os.sched_getaffinity(0)),
+            )
 
     @property
     def state_dir(self) -> Path:
