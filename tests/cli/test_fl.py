@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from dose3d_fl.cli import build_parser, main
-from dose3d_fl.cli.fl import seg_job_config
+from dose3d_fl.cli.fl import seg_job_config, simulation_config
 from dose3d_fl.fl import DEFAULT_LOCAL_EPOCHS, DEFAULT_ROUNDS, LOCAL_LR_SCALE
 from dose3d_fl.fl.seg_job import export_seg_job
 
@@ -170,7 +170,7 @@ def _options(command: str) -> set[str]:
 
 def test_simulate_and_export_take_the_same_job_options() -> None:
     """One builder (cli/fl.py add_job_options) serves both: only where and how they run differs."""
-    simulate_only = {"--sites", "--workspace", "--seed", "--resume"}
+    simulate_only = {"--sites", "--workspace", "--seed", "--resume", "--no-pin-cores"}
     export_only = {"--out"}
     assert _options("simulate") - simulate_only == _options("export") - export_only
     for flag in ("--fedprox-mu", "--fedbn", "--transfer", "--quantization", "--rounds", "--min-clients"):
@@ -294,3 +294,9 @@ def test_simulate_ends_with_the_tensorboard_command_for_its_events(
     assert last == f"TensorBoard (the sites' streamed metrics): tensorboard --logdir {events}"
     assert sorted(p.name for p in events.iterdir()) == ["site-1", "site-2"]
     assert all(list((events / site).glob("events.out.tfevents.*")) for site in ("site-1", "site-2"))
+
+
+def test_simulate_pins_sites_to_cores_unless_told_not_to(tmp_path: Path) -> None:
+    argv = ["fl", "simulate", "--workspace", str(tmp_path / "ws")]
+    assert simulation_config(build_parser().parse_args(argv)).pin_cores is True
+    assert simulation_config(build_parser().parse_args([*argv, "--no-pin-cores"])).pin_cores is False

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from dose3d_fl.fl.gan_job import GanJobConfig
     from dose3d_fl.fl.policy.privacy import DPConfig
     from dose3d_fl.fl.seg_job import SegJobConfig
+    from dose3d_fl.fl.simulate import SimulationConfig
 
 SEG_AGGREGATIONS = "fedavg, median or trimmed-mean"
 # Where `fl export --dp-noise` writes the site policy, under --out (a site's local/ folder holds it).
@@ -137,7 +138,13 @@ def _cmd_fl_simulate_gan(args: argparse.Namespace) -> int:
         return fail(str(err))
     start = time.perf_counter()
     summary = simulate_gan(
-        GanSimulationConfig(workspace=args.workspace, sites=args.sites, job=job, seed=args.seed)
+        GanSimulationConfig(
+            workspace=args.workspace,
+            sites=args.sites,
+            job=job,
+            seed=args.seed,
+            pin_cores=not args.no_pin_cores,
+        )
     )
     print(format_gan_summary(summary))
     _print_run_footer(
@@ -222,20 +229,13 @@ def dp_config(args: argparse.Namespace) -> DPConfig | None:
 def _cmd_fl_simulate(args: argparse.Namespace) -> int:
     if args.job == "gan":
         return _cmd_fl_simulate_gan(args)
-    from dose3d_fl.fl.simulate import SimulationConfig, format_simulation_summary, simulate_seg
+    from dose3d_fl.fl.simulate import format_simulation_summary, simulate_seg
 
     try:
-        job = seg_job_config(args)
-        config = SimulationConfig(
-            workspace=args.workspace,
-            sites=args.sites,
-            job=job,
-            seed=args.seed,
-            dp=dp_config(args),
-            min_clients=args.min_clients,
-        )
+        config = simulation_config(args)
     except ValueError as err:
         return fail(str(err))
+    job = config.job
     start = time.perf_counter()
     summary = simulate_seg(config)
     print(format_simulation_summary(summary))
@@ -244,6 +244,25 @@ def _cmd_fl_simulate(args: argparse.Namespace) -> int:
         args, f"{job.num_rounds} rounds x {job.local_epochs} local epochs{aggregation}", start, "seg_fedavg"
     )
     return 0
+
+
+def simulation_config(args: argparse.Namespace) -> SimulationConfig:
+    """The seg job's simulation from ``dose3d fl simulate``'s arguments.
+
+    Raises:
+        ValueError: an option out of range, in one line.
+    """
+    from dose3d_fl.fl.simulate import SimulationConfig
+
+    return SimulationConfig(
+        workspace=args.workspace,
+        sites=args.sites,
+        job=seg_job_config(args),
+        seed=args.seed,
+        dp=dp_config(args),
+        min_clients=args.min_clients,
+        pin_cores=not args.no_pin_cores,
+    )
 
 
 def _print_run_footer(args: argparse.Namespace, what: str, start: float, job_name: str) -> None:
@@ -411,6 +430,12 @@ def _add_simulate_parser(fl: argparse._SubParsersAction[argparse.ArgumentParser]
     simulate.add_argument("--sites", type=int, default=3, help="simulated sites (default 3)")
     simulate.add_argument("--workspace", type=Path, default=Path("runs/simulate"))
     simulate.add_argument("--seed", type=int, default=0, help="synthetic data seed")
+    simulate.add_argument(
+        "--no-pin-cores",
+        action="store_true",
+        help="leave the simulated sites to the operating system; by default, when they outnumber the cores, "
+        "each trains on a core of its own, balanced by cases (docs/performance.md)",
+    )
     simulate.add_argument(
         "--resume",
         action="store_true",

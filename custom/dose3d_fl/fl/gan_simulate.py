@@ -53,6 +53,8 @@ class GanSimulationConfig:
         job: the job arguments (rounds, local epochs, profile, aggregation).
         seed: synthetic data seed.
         keep_payloads: the sites' payload audit also keeps every message they send.
+        pin_cores: pin the sites to cores when they outnumber them
+            (:func:`~dose3d_fl.fl.simulate.write_site_configs`); False leaves them to the operating system.
     """
 
     workspace: Path
@@ -60,6 +62,7 @@ class GanSimulationConfig:
     job: GanJobConfig = field(default_factory=GanJobConfig)
     seed: int = 0
     keep_payloads: bool = False
+    pin_cores: bool = True
 
 
 def simulate_gan(config: GanSimulationConfig, recipe_hook: Callable[[Recipe], None] | None = None) -> dict:
@@ -71,7 +74,7 @@ def simulate_gan(config: GanSimulationConfig, recipe_hook: Callable[[Recipe], No
     """
     workspace = Path(config.workspace).resolve()
     caches = prepare_site_data(workspace, config.sites, config.seed)
-    site_configs = write_site_configs(workspace, caches)
+    site_configs = write_site_configs(workspace, caches, config.pin_cores)
     job = GanJobConfig(**{**config.job.__dict__, "min_clients": config.sites})
     env = SimEnv(
         num_clients=config.sites,
