@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from dose3d_fl.fl.seg_job import SegJobConfig
-from dose3d_fl.fl.simulate import SimulationConfig, available_cores, simulate_seg
+from dose3d_fl.fl.shared_machine import available_cores
+from dose3d_fl.fl.simulate import SimulationConfig, simulate_seg
 from dose3d_fl.synth.demo_sites import prepare_site_data
 
 DEMO_ORGANS = ("Spleen", "Liver", "Kidney_L", "Kidney_R", "Stomach", "Pancreas", "A_Aorta")

@@ -12,19 +12,14 @@ import pytest
 import torch
 
 from dose3d_fl.data.ingest import ingest_site
-from dose3d_fl.data.manifest import CaseEntry, Manifest
 from dose3d_fl.fl import simulate
 from dose3d_fl.fl.seg_job import JOB_NAME, SegJobConfig
 from dose3d_fl.fl.server.transfer_log import LOG_NAME, TransferLog, verify_chain, verify_site
 from dose3d_fl.fl.simulate import (
     SimulationConfig,
-    balance_sites,
-    case_count,
     format_simulation_summary,
     simulate_seg,
-    write_site_configs,
 )
-from dose3d_fl.fl.site.config import SiteConfig
 from tests.data.dicom_builders import SMALL, make_study
 
 pytestmark = pytest.mark.slow
@@ -151,47 +146,6 @@ def test_diff_transfer_with_site_norm_every_update_accepted_and_each_site_keeps_
         for key, value in model.items():
             expected = state["model"][key] if key in own else global_weights[key]
             assert torch.equal(value, expected), (site, key)
-
-
-def _cache_with_cases(folder: Path, cases: int) -> Path:
-    entry = dict(
-        image="i.nii.gz", label="l.nii.gz", spacing=[1.0] * 3, shape=[8] * 3, roi="SPLEEN", roi_volume_ml=1.0,
-        orientation="LPS", source="s", structure_set="rs.dcm", fingerprint="f",
-    )  # fmt: skip
-    Manifest(roi="SPLEEN", cases=[CaseEntry(id=f"c{i}", **entry) for i in range(cases)]).save(folder)
-    return folder
-
-
-def test_more_sites_than_cores_are_pinned_one_core_each_balanced_by_cases() -> None:
-    # the demo's sites (12, 8 and 5 cases) on two cores: the largest alone, the two smaller ones together
-    assert balance_sites({"site-3": 5, "site-1": 12, "site-2": 8}, [0, 1]) == {
-        "site-1": [0],
-        "site-2": [1],
-        "site-3": [1],
-    }
-    assert balance_sites({"a": 1, "b": 1, "c": 1, "d": 1}, [2, 5]) == {"a": [2], "b": [5], "c": [2], "d": [5]}
-    with pytest.raises(ValueError, match="no cores"):
-        balance_sites({"a": 1}, [])
-
-
-def test_site_configs_pin_only_when_the_sites_outnumber_the_cores(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    caches = [_cache_with_cases(tmp_path / f"site-{i}", n) for i, n in ((1, 12), (2, 8), (3, 5))]
-    monkeypatch.setattr(simulate, "available_cores", lambda: [0, 1])
-    folder = write_site_configs(tmp_path / "two", caches)
-    configs = {c.name: SiteConfig.load(folder / f"{c.name}.json") for c in caches}
-    assert {name: (c.num_threads, c.cpu_cores) for name, c in configs.items()} == {
-        "site-1": (1, [0]),
-        "site-2": (1, [1]),
-        "site-3": (1, [1]),
-    }
-    monkeypatch.setattr(simulate, "available_cores", lambda: list(range(6)))
-    folder = write_site_configs(tmp_path / "six", caches)
-    for cache in caches:
-        assert SiteConfig.load(folder / f"{cache.name}.json").cpu_cores is None
-        assert SiteConfig.load(folder / f"{cache.name}.json").num_threads == 2
-    assert case_count(tmp_path / "no-cache") == 1  # unreadable: counted as one case, never a crash
 
 
 def test_the_summary_does_not_depend_on_the_order_the_sites_answered_in(tmp_path: Path) -> None:

@@ -47,7 +47,8 @@ from dose3d_fl.deploy.provision import (
     nvflare_executable,
 )
 from dose3d_fl.fl.server.auto_resume import install_auto_resume
-from dose3d_fl.fl.site.config import SITE_CONFIG_NAME, SiteConfig
+from dose3d_fl.fl.shared_machine import shared_machine_configs
+from dose3d_fl.fl.site.config import SITE_CONFIG_NAME
 from dose3d_fl.synth.demo_sites import prepare_caches
 
 logger = logging.getLogger(__name__)
@@ -156,11 +157,8 @@ def poc_up(config: PocConfig, on_progress: Callable[[str], None] = logger.info) 
         config.patients,
         on_progress,
     )
-    threads = max(1, (os.cpu_count() or 1) // len(caches))  # the sites share this machine's cores
-    for site, cache in caches.items():
-        SiteConfig(cache_dir=str(cache), num_threads=threads).save(
-            kits.clients[site] / "local" / SITE_CONFIG_NAME
-        )
+    for site, site_config in shared_machine_configs(caches).items():  # the sites share this machine's cores
+        site_config.save(kits.clients[site] / "local" / SITE_CONFIG_NAME)
     _save_state(config, kits)
     start_federation(config, kits, on_progress)
     return kits

@@ -21,7 +21,6 @@ from nvflare.recipe import SimEnv
 
 from dose3d_fl.clinical.model_file import ModelFileError
 from dose3d_fl.clinical.models import GLOBAL_MODEL_NAME, SITE_MODELS_DIR
-from dose3d_fl.data.manifest import Manifest
 from dose3d_fl.fl.log_config import write_log_config
 from dose3d_fl.fl.organ_summary import format_organ_table, organ_union, round_organ_dice
 from dose3d_fl.fl.policy.privacy import JOB_TASKS, DPConfig, policy_filters, site_privacy_policy
@@ -34,6 +33,7 @@ from dose3d_fl.fl.seg_job import (
 )
 from dose3d_fl.fl.server.resilient import CHECKPOINT_DIR_ENV
 from dose3d_fl.fl.server.transfer_log import LOG_NAME
+from dose3d_fl.fl.shared_machine import shared_machine_configs
 from dose3d_fl.fl.site.config import SITE_CONFIG_DIR_ENV, SiteConfig
 from dose3d_fl.fl.site.model import write_site_model
 from dose3d_fl.seg.organ_metrics import DEFAULT_TOLERANCE_MM
@@ -92,65 +92,13 @@ def add_site_policy(recipe: FedAvgRecipe, dp: DPConfig | None = None, keep_paylo
 
 
 def write_site_configs(workspace: Path, caches: list[Path], pin_cores: bool = True) -> Path:
-    """One configuration per simulated site; the sites share this machine's cores.
-
-    With at least one core per site, each site gets an equal share of the cores as torch threads. With
-    more sites than cores, each site trains on one thread, pinned to a core so that the cores carry about
-    equal numbers of cases (:func:`balance_sites`): left to the operating system, three sites on two cores
-    share both, the smaller sites finish first and the largest then trains on one core while the other
-    idles (docs/performance.md). The thread count, and so every number the sites compute, is the same
-    either way. ``pin_cores=False`` leaves the sites to the operating system.
-    """
+    """One configuration per simulated site, ``WS/site_config/<site>.json``; the sites share this machine's
+    cores (:func:`~dose3d_fl.fl.shared_machine.shared_machine_configs`: threads, and a core each when they
+    outnumber the cores unless ``pin_cores`` is False)."""
     folder = workspace / "site_config"
-    cores = available_cores()
-    pinned = (
-        balance_sites({cache.name: case_count(cache) for cache in caches}, cores)
-        if pin_cores and len(caches) > len(cores)
-        else {}
-    )
-    threads = max(1, len(cores) // len(caches))
-    for cache in caches:
-        SiteConfig(
-            cache_dir=str(cache.resolve()), num_threads=threads, cpu_cores=pinned.get(cache.name)
-        ).save(folder / f"{cache.name}.json")
+    for site, config in shared_machine_configs({cache.name: cache for cache in caches}, pin_cores).items():
+        config.save(folder / f"{site}.json")
     return folder
-
-
-def available_cores() -> list[int]:
-    """The cores this process may run on (all of ``os.cpu_count()`` where affinity is unknown)."""
-    if hasattr(os, "sched_getaffinity"):
-        return sorted(os.sched_getaffinity(0))
-    return list(range(os.cpu_count() or 1))
-
-
-def case_count(cache: Path) -> int:
-    """Cases in a site's ingest cache (its training work, up to the fixed split), 1 when unreadable."""
-    try:
-        return max(1, len(Manifest.load(cache).cases))
-    except (OSError, ValueError):
-        return 1
-
-
-def balance_sites(loads: dict[str, int], cores: list[int]) -> dict[str, list[int]]:
-    """Assign each site one core so that the cores' loads are about equal (longest processing time first).
-
-    Args:
-        loads: site name -> its work (cases).
-        cores: the cores to use.
-
-    Returns:
-        site name -> a one-core list; sites in order of decreasing load (then name) each go to the core with
-        the least load so far (then the lowest number).
-    """
-    if not cores:
-        raise ValueError("no cores to assign the sites to")
-    total = dict.fromkeys(cores, 0)
-    assigned: dict[str, list[int]] = {}
-    for site in sorted(loads, key=lambda name: (-loads[name], name)):
-        core = min(cores, key=lambda c: (total[c], c))
-        total[core] += loads[site]
-        assigned[site] = [core]
-    return assigned
 
 
 @contextlib.contextmanager
