@@ -9,6 +9,9 @@ the same held-out patients, as they are and after one of three steps a site coul
   site's own training crops (``torch.optim.swa_utils.update_bn``, ``--bn-passes`` passes; the central model on
   the pooled training crops), against a mismatch between statistics gathered under the site's last local
   weights and the global weights they are paired with;
+* ``bn_recomputed_unaugmented``: the same for the site model, on crops without the random intensity shift,
+  scale and noise of training (statistics of the images a site segments, not of their augmented copies);
+  the central model as it is;
 * ``fine_tuned_E``: the site model trained ``E`` more epochs on the site's own training cases at the job's
   last learning rate (local adaptation; central as it is).
 
@@ -124,10 +127,17 @@ def seed_scores(
         site_bn = SegTrainer(train[site.name].train, [], profile, num_threads=threads, show_progress=False)
         site_bn.set_weights(weights)
         recompute_bn(site_bn, bn_passes)
+        unaugmented = profile.replace(intensity_shift=0.0, intensity_scale=0.0, noise_std=0.0)
+        site_bn_clean = SegTrainer(
+            train[site.name].train, [], unaugmented, num_threads=threads, show_progress=False
+        )
+        site_bn_clean.set_weights(weights)
+        recompute_bn(site_bn_clean, bn_passes)
         steps = (
             ("as_trained", profile, weights, central.model),
             ("largest_component_off", profile.replace(keep_largest_component=False), weights, central.model),
             ("bn_recomputed", profile, site_bn.get_weights(), central_bn),
+            ("bn_recomputed_unaugmented", profile, site_bn_clean.get_weights(), central.model),
         )
         for variant, prof, federated_weights, central_weights in steps:
             for kind, model_weights in (("federated", federated_weights), ("central", central_weights)):
