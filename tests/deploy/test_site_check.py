@@ -145,12 +145,18 @@ def test_an_unknown_configuration_key_is_named_with_the_key_it_resembles(kit: Pa
 @pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="thread affinity is Linux's")
 def test_cores_the_machine_lacks_fail_the_configuration_check(kit: Path) -> None:
     config = kit / "local" / "dose3d_site.json"
-    config.write_text(json.dumps({**json.loads(config.read_text()), "cpu_cores": [4096]}))
+    settings = json.loads(config.read_text())
+    config.write_text(json.dumps({**settings, "cpu_cores": [0, 4096]}))
     failed = _failed(check_site(kit / "local"))
     assert failed["site config"].startswith(
-        f"FAIL site config: {config}: cpu_cores [4096] are not all cores this process may use ("
+        f"FAIL site config: {config}: cpu_cores [0, 4096] are not all cores this process may use ("
     )
     assert failed["site config"].endswith(f"— fix: correct {config}, or leave cpu_cores out")
+    config.write_text(json.dumps({**settings, "cpu_cores": 1}))
+    assert _failed(check_site(kit / "local"))["site config"] == (
+        f"FAIL site config: {config}: cpu_cores 1 is not a list of core numbers — fix: correct {config}, "
+        'e.g. "cpu_cores": [0, 1], or leave cpu_cores out'
+    )
 
 
 def test_a_missing_site_configuration_says_what_to_write(kit: Path) -> None:

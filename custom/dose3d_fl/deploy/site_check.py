@@ -134,9 +134,18 @@ def _check_site_config(local: Path) -> tuple[Check, SiteConfig | None]:
         ), None
     if config.num_threads < 1:
         return Check(name, False, f"{path}: num_threads {config.num_threads} < 1", f"correct {path}"), None
+    if config.cpu_cores is not None and not (
+        isinstance(config.cpu_cores, list) and all(isinstance(c, int) for c in config.cpu_cores)
+    ):
+        return Check(
+            name,
+            False,
+            f"{path}: cpu_cores {config.cpu_cores!r} is not a list of core numbers",
+            f'correct {path}, e.g. "cpu_cores": [0, 1], or leave cpu_cores out',
+        ), None
     if config.cpu_cores and hasattr(os, "sched_getaffinity"):
         usable = os.sched_getaffinity(0)
-        if not all(isinstance(c, int) and c in usable for c in config.cpu_cores):
+        if not set(config.cpu_cores) <= usable:
             return Check(
                 name,
                 False,

@@ -38,8 +38,9 @@ class SiteConfig:
             training cases; ``None``: real cases only.
         synthetic_ratio: synthetic cases per real training case when ``synthetic_dir`` is set.
         cpu_cores: CPU cores (Linux numbering) the site's training runs on; ``None``: wherever the operating
-            system schedules it. The simulator sets it when its sites outnumber the machine's cores
-            (``dose3d_fl.fl.simulate.write_site_configs``); a site with a machine of its own leaves it out.
+            system schedules it. The simulator and a POC set it when their sites outnumber the machine's cores
+            (``dose3d_fl.fl.shared_machine``); a site may set it to keep training off cores that other
+            services of its machine need.
     """
 
     cache_dir: str
