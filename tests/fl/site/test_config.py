@@ -95,7 +95,7 @@ def test_a_site_pins_the_thread_that_trains_and_only_that_one(tmp_path: Path) ->
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="thread affinity is Linux's")
-@pytest.mark.parametrize("cores", [[4096], ["one"]])
+@pytest.mark.parametrize("cores", [[4096], [0, 4096], ["one"], 1])
 def test_cores_this_machine_lacks_are_named_and_training_runs_unpinned(
     cores: list, caplog: pytest.LogCaptureFixture
 ) -> None:

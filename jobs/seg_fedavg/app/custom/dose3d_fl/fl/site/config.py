@@ -63,14 +63,17 @@ class SiteConfig:
         if not hasattr(os, "sched_setaffinity"):
             logger.warning("cpu_cores %s ignored: this system cannot pin a thread to cores", self.cpu_cores)
             return
+        usable = os.sched_getaffinity(0)
         try:
+            if not set(self.cpu_cores) <= usable:  # the kernel would pin to the valid ones without a word
+                raise ValueError("not all of them are cores this process may use")
             os.sched_setaffinity(0, self.cpu_cores)
         except (OSError, TypeError, ValueError) as err:
             logger.warning(
                 "cpu_cores %s ignored (%s): this process may run on cores %s; correct dose3d_site.json",
                 self.cpu_cores,
                 err,
-                sorted(os.sched_getaffinity(0)),
+                sorted(usable),
             )
 
     @property
