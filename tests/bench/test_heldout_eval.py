@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from dose3d_fl.bench.heldout_eval import paired_difference, paired_difference_over_seeds
+from dose3d_fl.fl.seg_job import JOB_NAME
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -106,7 +107,7 @@ def test_organs_reads_the_job_settings_from_the_run_itself(tmp_path: Path) -> No
     organs = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(organs)
     assert organs.job_settings(tmp_path) == {}  # a run that kept no configuration
-    config = tmp_path / "sim" / organs.JOB_NAME / "server" / "simulate_job" / "app_server" / "config"
+    config = tmp_path / "sim" / JOB_NAME / "server" / "simulate_job" / "app_server" / "config"
     config.mkdir(parents=True)
     script_args = "--local-epochs 8 --profile cpu-small --lr-scale 1.5 --organs Spleen --silobn --seed 0"
     executor = {"executor": {"args": {"task_script_args": script_args}}}
