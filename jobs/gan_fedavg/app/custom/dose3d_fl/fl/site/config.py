@@ -51,30 +51,47 @@ class SiteConfig:
     synthetic_ratio: float = 1.0
     cpu_cores: list[int] | None = None
 
+    def cpu_cores_problem(self) -> str | None:
+        """Why ``cpu_cores`` cannot pin training on this machine, as the rest of a sentence that begins
+        "cpu_cores <value>"; None when unset or when it can. Where the system keeps no CPU affinity, only the
+        value's form is checked.
+        """
+        cores = self.cpu_cores
+        if cores is None:
+            return None
+        if not isinstance(cores, list) or not all(isinstance(c, int) for c in cores):
+            return "is not a list of core numbers"
+        if cores and hasattr(os, "sched_getaffinity"):
+            usable = os.sched_getaffinity(0)
+            if not set(cores) <= usable:  # the kernel would pin to the valid ones without a word
+                return f"are not all cores this process may use ({', '.join(map(str, sorted(usable)))})"
+        return None
+
     def pin_cpu_cores(self) -> None:
         """Run the calling thread (the client script's, which trains) on ``cpu_cores``, when set.
 
         Linux keeps a CPU affinity per thread; threads the caller starts afterwards inherit it. Pinning only
-        speeds training up, so where it cannot be done (no ``os.sched_setaffinity``, or cores this machine
-        does not have) a one-line warning says why and training runs unpinned.
+        speeds training up, so where it cannot be done (no ``os.sched_setaffinity``, or a value
+        :meth:`cpu_cores_problem` refuses) a one-line warning says why and training runs unpinned.
         """
         if not self.cpu_cores:
             return
         if not hasattr(os, "sched_setaffinity"):
             logger.warning("cpu_cores %s ignored: this system cannot pin a thread to cores", self.cpu_cores)
             return
-        usable = os.sched_getaffinity(0)
-        try:
-            if not set(self.cpu_cores) <= usable:  # the kernel would pin to the valid ones without a word
-                raise ValueError("not all of them are cores this process may use")
-            os.sched_setaffinity(0, self.cpu_cores)
-        except (OSError, TypeError, ValueError) as err:
-            logger.warning(
-                "cpu_cores %s ignored (%s): this process may run on cores %s; correct dose3d_site.json",
-                self.cpu_cores,
-                err,
-                sorted(usable),
-            )
+        reason = self.cpu_cores_problem()
+        if reason is None:
+            try:
+                os.sched_setaffinity(0, self.cpu_cores)
+                return
+            except OSError as err:
+                reason = f"is refused by the system: {err}"
+        logger.warning(
+            "cpu_cores %s ignored, training runs unpinned: cpu_cores %s %s; correct dose3d_site.json",
+            self.cpu_cores,
+            self.cpu_cores,
+            reason,
+        )
 
     @property
     def state_dir(self) -> Path:
