@@ -27,9 +27,8 @@ from typing import Any
 from dose3d_fl.fl.seg_job import SegJobConfig
 from dose3d_fl.fl.shared_machine import available_cores
 from dose3d_fl.fl.simulate import SimulationConfig, simulate_seg
-from dose3d_fl.synth.demo_sites import prepare_site_data
+from dose3d_fl.synth.demo_sites import DEMO_ORGANS, prepare_site_data
 
-DEMO_ORGANS = ("Spleen", "Liver", "Kidney_L", "Kidney_R", "Stomach", "Pancreas", "A_Aorta")
 RESULTS = Path(__file__).parent / "results" / "sim_core_pinning.json"
 # The parts of summary.json that describe the trained model (not the time it took).
 MODEL_KEYS = ("round_val_dice", "organ_val", "cross_site", "site_organ_dice")
