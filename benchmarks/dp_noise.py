@@ -31,8 +31,14 @@ from pathlib import Path
 from dose3d_fl.bench.runner import machine
 from dose3d_fl.fl.policy.dp import PrivacyLedger, Release, noise_std, sensitivity
 from dose3d_fl.fl.policy.privacy import DPConfig
-from dose3d_fl.fl.seg_job import JOB_NAME, SegJobConfig
-from dose3d_fl.fl.simulate import SimulationConfig, simulate_seg
+from dose3d_fl.fl.seg_job import SegJobConfig
+from dose3d_fl.fl.simulate import (
+    SimulationConfig,
+    final_global_model,
+    server_job_dir,
+    simulate_seg,
+    simulation_dir,
+)
 from dose3d_fl.synth.demo_sites import prepare_site_data
 
 RESULTS = Path(__file__).parent / "results" / "dp_noise.json"
@@ -67,7 +73,7 @@ def one_run(workspace: Path, config: dict) -> None:
 def measure(workspace: Path, config: dict, seconds: float) -> dict:
     """The figures of a finished run, from its summary and the sites' ledgers."""
     summary = json.loads((workspace / "summary.json").read_text())
-    sim = workspace / "sim" / JOB_NAME
+    sim = simulation_dir(workspace)
     ledgers = {
         p.parent.parent.name: PrivacyLedger(p) for p in sorted(sim.glob("site-*/local/dp_ledger.json"))
     }
@@ -100,7 +106,7 @@ def _coordinates(workspace: Path) -> int:
     """Floating-point coordinates of the model (the noise's dimension), from the final global model."""
     import torch
 
-    model = workspace / "sim" / JOB_NAME / "server" / "simulate_job" / "app_server" / "FL_global_model.pt"
+    model = final_global_model(server_job_dir(simulation_dir(workspace)))
     weights = torch.load(model, weights_only=False)["model"]
     return sum(v.numel() for v in weights.values() if v.is_floating_point())
 

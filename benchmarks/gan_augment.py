@@ -58,6 +58,7 @@ from dose3d_fl.bench.heldout_eval import heldout_sites, paired_difference_over_s
 from dose3d_fl.bench.runner import machine
 from dose3d_fl.data.cases import IMAGE, LABEL, load_site_cases
 from dose3d_fl.files import json_safe
+from dose3d_fl.fl.simulate import final_global_model, server_job_dir, simulation_dir
 from dose3d_fl.seg.profiles import SegProfile, get_profile
 from dose3d_fl.seg.synthetic import SyntheticMix, mix_training_cases, synthetic_cases
 from dose3d_fl.seg.trainer import SegTrainer
@@ -255,7 +256,7 @@ def train_gan(s: Settings, caches: list[Path]) -> tuple[Path, dict[str, Any]]:
             num_rounds=s.gan_rounds, local_epochs=s.gan_local_epochs, profile=s.gan_profile, tensorboard=False
         )
         summary = simulate_gan(GanSimulationConfig(workspace=workspace, sites=len(caches), job=job))
-        model = workspace / "sim" / JOB_NAME / "server" / "simulate_job" / "app_server" / "FL_global_model.pt"
+        model = final_global_model(server_job_dir(simulation_dir(workspace, JOB_NAME)))
         record = {
             "mode": "federated (gan_fedavg, generator-only)",
             "rounds": s.gan_rounds,
@@ -341,7 +342,7 @@ def federated_model(workspace: Path) -> dict[str, torch.Tensor]:
     """The final global model of a seg_fedavg simulator workspace."""
     from dose3d_fl.fl.seg_job import JOB_NAME
 
-    path = workspace / "sim" / JOB_NAME / "server" / "simulate_job" / "app_server" / "FL_global_model.pt"
+    path = final_global_model(server_job_dir(simulation_dir(workspace, JOB_NAME)))
     return torch.load(path, map_location="cpu", weights_only=False)["model"]
 
 

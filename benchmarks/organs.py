@@ -40,12 +40,18 @@ import numpy as np
 import torch
 
 from dose3d_fl.bench.heldout_eval import heldout_sites, paired_difference
-from dose3d_fl.bench.runner import GLOBAL_MODEL, machine, server_job_dir, sim_root
+from dose3d_fl.bench.runner import machine
 from dose3d_fl.data.cases import SiteCases
 from dose3d_fl.files import json_safe
 from dose3d_fl.fl import DEFAULT_LOCAL_EPOCHS, DEFAULT_ROUNDS
 from dose3d_fl.fl.seg_job import SegJobConfig
-from dose3d_fl.fl.simulate import SimulationConfig, simulate_seg
+from dose3d_fl.fl.simulate import (
+    SimulationConfig,
+    final_global_model,
+    server_job_dir,
+    simulate_seg,
+    simulation_dir,
+)
 from dose3d_fl.fl.site.config import SiteConfig
 from dose3d_fl.fl.site.model import write_site_model
 from dose3d_fl.seg.checkpoint import load_checkpoint
@@ -62,7 +68,7 @@ TARGET = 0.98
 def job_settings(fl_workspace: Path) -> dict[str, object]:
     """What the simulated job ran with, read from its own configuration (not from this script's arguments):
     rounds, local epochs, the sites' learning-rate factor and FedBN / SiloBN. Empty if the run kept none."""
-    config = server_job_dir(sim_root(fl_workspace)) / "app_server" / "config"
+    config = server_job_dir(simulation_dir(fl_workspace)) / "app_server" / "config"
     try:
         client = json.loads((config / "config_fed_client.json").read_text())
         server = json.loads((config / "config_fed_server.json").read_text())
@@ -190,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     timings: dict[str, float] = {}
 
     fl_workspace = (args.fl_workspace or args.work / "fl").resolve()
-    fl_model = server_job_dir(sim_root(fl_workspace)) / "app_server" / GLOBAL_MODEL
+    fl_model = final_global_model(server_job_dir(simulation_dir(fl_workspace)))
     if args.fl_workspace is None and not fl_model.is_file():
         start = time.perf_counter()
         job = SegJobConfig(

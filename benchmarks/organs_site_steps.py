@@ -36,10 +36,11 @@ from pathlib import Path
 from torch.optim.swa_utils import update_bn
 
 from dose3d_fl.bench.heldout_eval import heldout_sites
-from dose3d_fl.bench.runner import GLOBAL_MODEL, machine, server_job_dir, sim_root
+from dose3d_fl.bench.runner import machine
 from dose3d_fl.data.cases import SiteCases, load_site_cases
 from dose3d_fl.files import json_safe
 from dose3d_fl.fl.seg_job import SegJobConfig
+from dose3d_fl.fl.simulate import final_global_model, server_job_dir, simulation_dir
 from dose3d_fl.fl.site.config import SiteConfig
 from dose3d_fl.fl.site.model import write_site_model
 from dose3d_fl.seg.checkpoint import load_checkpoint
@@ -53,7 +54,7 @@ Scores = dict[str, dict[str, float]]  # "site/case" -> organ -> Dice
 
 def global_model_file(workspace: Path) -> Path:
     """The final global model of a ``dose3d fl simulate`` workspace."""
-    return server_job_dir(sim_root(workspace)) / "app_server" / GLOBAL_MODEL
+    return final_global_model(server_job_dir(simulation_dir(workspace)))
 
 
 def dice_scores(trainer: SegTrainer, site: str) -> Scores:

@@ -23,8 +23,9 @@ import time
 from pathlib import Path
 
 from dose3d_fl.bench.fl_figures import overhead, round_figures
-from dose3d_fl.bench.runner import federated_command, machine, server_job_dir, sim_root
+from dose3d_fl.bench.runner import federated_command, machine
 from dose3d_fl.fl.seg_job import TASK_CHECK_PERIOD
+from dose3d_fl.fl.simulate import server_job_dir, simulation_dir
 from dose3d_fl.synth.demo_sites import prepare_site_data
 
 RESULTS = Path(__file__).parent / "results" / "polling.json"
@@ -60,7 +61,7 @@ def one_run(work: Path, data: Path, interval: float, rounds: int, seed: int) -> 
     with (work / f"interval-{interval:g}.log").open("w") as log:
         subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT)
     wall, cpu = time.perf_counter() - start, cpu_seconds_of_children() - cpu_before
-    figures = overhead(round_figures(server_job_dir(sim_root(workspace))))
+    figures = overhead(round_figures(server_job_dir(simulation_dir(workspace))))
     return {"wall_seconds": round(wall, 1), "cpu_seconds": round(cpu, 1), **{k: figures[k] for k in FIGURES}}
 
 

@@ -27,6 +27,7 @@ sys.path.insert(0, str(REPO))
 from dose3d_fl.fl.export import in_script_folder  # noqa: E402
 from dose3d_fl.fl.seg_job import SegFedAvgRecipe  # noqa: E402
 from dose3d_fl.fl.server.resilient import CHECKPOINT_DIR_ENV  # noqa: E402
+from dose3d_fl.fl.simulate import server_job_dir, simulation_dir  # noqa: E402
 from dose3d_fl.seg.network import network_args  # noqa: E402
 from dose3d_fl.seg.profiles import get_profile  # noqa: E402
 
@@ -87,7 +88,7 @@ def main() -> None:
             )
             wall = time.perf_counter() - start
             monitor.stop.set()
-        server = Path(tmp) / "sim" / "load" / "server" / "simulate_job"
+        server = server_job_dir(simulation_dir(Path(tmp), "load"))
         participation = json.loads((server / "participation.json").read_text())
     rounds_ok = [len(r["aggregated"]) for r in participation["rounds"]]
     results = {

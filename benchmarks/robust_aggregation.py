@@ -35,9 +35,15 @@ from dose3d_fl.bench.evaluate import Evaluator  # noqa: E402
 from dose3d_fl.bench.runner import machine  # noqa: E402
 from dose3d_fl.data.cases import load_site_cases  # noqa: E402
 from dose3d_fl.data.ingest import ingest_site  # noqa: E402
-from dose3d_fl.fl.seg_job import JOB_NAME, SegJobConfig  # noqa: E402
+from dose3d_fl.fl.seg_job import SegJobConfig  # noqa: E402
 from dose3d_fl.fl.server.transfer_log import LOG_NAME  # noqa: E402
-from dose3d_fl.fl.simulate import SimulationConfig, simulate_seg  # noqa: E402
+from dose3d_fl.fl.simulate import (  # noqa: E402
+    SimulationConfig,
+    final_global_model,
+    server_job_dir,
+    simulate_seg,
+    simulation_dir,
+)
 from dose3d_fl.seg.profiles import get_profile  # noqa: E402
 from tests.data.dicom_builders import SMALL, make_study  # noqa: E402
 from tests.fl.server.sign_flip import add_sign_flip  # noqa: E402
@@ -82,8 +88,8 @@ def one_run(caches: Path, workspace: Path, job: SegJobConfig, attacked: bool) ->
         customize=(lambda recipe: add_sign_flip(recipe, ATTACKER, FACTOR)) if attacked else None,
     )
     wall = time.perf_counter() - start
-    server = workspace / "sim" / JOB_NAME / "server" / "simulate_job"
-    weights = torch.load(server / "app_server" / "FL_global_model.pt", weights_only=False)["model"]
+    server = server_job_dir(simulation_dir(workspace))
+    weights = torch.load(final_global_model(server), weights_only=False)["model"]
     sites = load_site_cases(sorted((workspace / "data" / "cache").glob("site-*")))
     scores = Evaluator(sites, get_profile(job.profile)).evaluate_weights(weights)
     log = [json.loads(line) for line in (server / LOG_NAME).read_text().splitlines()]

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from dose3d_fl.bench.runner import server_job_dir, sim_root
 from dose3d_fl.fl.server.transfer_log import LOG_NAME
+from dose3d_fl.fl.simulate import server_job_dir, simulation_dir
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_check.sh"
 
@@ -52,6 +52,6 @@ def test_the_check_runs_end_to_end_on_the_cpu(tmp_path: Path) -> None:
     rounds = figures["fl"]["per_round"]
     assert [r["round"] for r in rounds] == [1, 2]
     assert all(r["wall_seconds"] >= r["slowest_site_compute_seconds"] > 0 for r in rounds)
-    log = server_job_dir(sim_root(work)) / LOG_NAME
+    log = server_job_dir(simulation_dir(work)) / LOG_NAME
     statuses = [json.loads(line)["status"] for line in log.read_text().splitlines()]
     assert statuses.count("accepted") == 4 and "rejected" not in statuses

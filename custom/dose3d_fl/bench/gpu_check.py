@@ -112,15 +112,14 @@ def fl_rounds(workspace: Path, profile_name: str, rounds: int = 1) -> dict[str, 
     The first round includes each site's start-up (imports, CUDA context, loading its cases).
     """
     from dose3d_fl.bench.fl_figures import round_figures
-    from dose3d_fl.bench.runner import server_job_dir, sim_root
     from dose3d_fl.fl.seg_job import SegJobConfig
-    from dose3d_fl.fl.simulate import SimulationConfig, simulate_seg
+    from dose3d_fl.fl.simulate import SimulationConfig, server_job_dir, simulate_seg, simulation_dir
 
     start = time.perf_counter()
     job = SegJobConfig(num_rounds=rounds, local_epochs=1, profile=profile_name, min_responses=2)
     summary = simulate_seg(SimulationConfig(workspace=workspace, sites=2, job=job))
     wall = time.perf_counter() - start
-    figures = round_figures(server_job_dir(sim_root(workspace)))
+    figures = round_figures(server_job_dir(simulation_dir(workspace)))
     keys = ("round", "wall_seconds", "slowest_site_compute_seconds", "fixed_seconds")
     return {
         "rounds": rounds,

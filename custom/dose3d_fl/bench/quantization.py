@@ -24,14 +24,10 @@ from dose3d_fl.bench.config import BenchConfig
 from dose3d_fl.bench.evaluate import Evaluator
 from dose3d_fl.bench.fl_figures import round_figures, wire_bytes, wire_dtypes
 from dose3d_fl.bench.heldout_eval import heldout_evaluator, paired_difference
-from dose3d_fl.bench.runner import (
-    machine,
-    run_federated,
-    server_job_dir,
-    site_data,
-)
+from dose3d_fl.bench.runner import machine, run_federated, site_data
 from dose3d_fl.data.cases import load_site_cases
 from dose3d_fl.files import json_safe, write_json_atomic
+from dose3d_fl.fl.simulate import final_global_model, server_job_dir
 from dose3d_fl.seg.profiles import get_profile
 
 RESULTS = Path("benchmarks/results/quantization_int8.json")
@@ -58,7 +54,7 @@ def compare(rounds: int, local_epochs: int, work: Path, seed: int = 0) -> dict[s
     for name, changes in VARIANTS:
         job = {"num_rounds": rounds, "local_epochs": local_epochs, **changes}
         measured, run_root = run_federated(name, data, work, config.sites, config, job)
-        model = server_job_dir(run_root) / "app_server" / "FL_global_model.pt"
+        model = final_global_model(server_job_dir(run_root))
         scores[name] = heldout.evaluate(model)
         per_site = wire_bytes(run_root)
         runs[name] = {

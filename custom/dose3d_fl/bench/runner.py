@@ -47,14 +47,13 @@ from dose3d_fl.bench.systems import peer_targets, systems_table
 from dose3d_fl.data.cases import SiteCases, load_site_cases
 from dose3d_fl.data.discovery import one_line
 from dose3d_fl.files import json_safe
-from dose3d_fl.fl.seg_job import JOB_NAME
+from dose3d_fl.fl.simulate import final_global_model, server_job_dir, simulation_dir
 from dose3d_fl.seg.profiles import SegProfile, get_profile
 from dose3d_fl.seg.training_run import METRICS_NAME, MODEL_NAME
 from dose3d_fl.synth.demo_sites import prepare_site_data
 
 logger = logging.getLogger(__name__)
 
-GLOBAL_MODEL = "FL_global_model.pt"
 NUMERIC_PACKAGES = ("torch", "monai", "numpy", "scipy", "nvflare")
 NVFLARE_POLLING = {"task_request_interval": 2.0, "task_check_period": 0.5, "result_poll_interval": 0.5}
 
@@ -136,7 +135,7 @@ def run_federated(
     measured = run_measured(
         federated_command(workspace, data, sites, config.seed, job), work / f"{name}.log", env=_child_env()
     )
-    return measured, sim_root(workspace)
+    return measured, simulation_dir(workspace)
 
 
 def federated_command(workspace: Path, data: Path, sites: int, seed: int, job: dict[str, Any]) -> list[str]:
@@ -157,16 +156,6 @@ def federated_command(workspace: Path, data: Path, sites: int, seed: int, job: d
     return [_python(), "-m", "dose3d_fl.bench.fl_run", str(workspace), config]
 
 
-def sim_root(workspace: Path) -> Path:
-    """The simulator's folder of the job in a federated run's ``workspace`` (sites' and server's workspaces)."""
-    return workspace / "sim" / JOB_NAME
-
-
-def server_job_dir(run_root: Path) -> Path:
-    """The server's job folder (round metrics, final model) under a run's ``sim_root``."""
-    return run_root / "server" / "simulate_job"
-
-
 def site_models_folder(work: Path, name: str) -> Path:
     """Where the bench's FedBN run ``name`` left its per-site models (``bench.site_models``)."""
     return work / name / SITE_MODELS
@@ -177,7 +166,7 @@ def final_model_file(work: Path, name: str, kind: str) -> Path:
     ``federated`` for a simulator run, anything else for a central or local-only training run). A FedBN run's
     global model here is only part of each site's model (``site_models_folder``)."""
     if kind == "federated":
-        return server_job_dir(sim_root(work / name)) / "app_server" / GLOBAL_MODEL
+        return final_global_model(server_job_dir(simulation_dir(work / name)))
     return work / name / MODEL_NAME
 
 
@@ -320,7 +309,7 @@ def _federated_run(
 ) -> BenchRun:
     """Score and measure one federated run; ``fedbn``: the sites' caches and where their models go."""
     server_job = server_job_dir(run_root)
-    global_file = server_job / "app_server" / GLOBAL_MODEL
+    global_file = final_global_model(server_job)
     if fedbn:
         # FedBN: each site's validation cases with the global model and that site's own BatchNorm.
         caches, folder = fedbn

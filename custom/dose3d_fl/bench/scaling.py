@@ -31,8 +31,9 @@ from typing import Any
 
 from dose3d_fl.bench.config import BenchConfig
 from dose3d_fl.bench.fl_figures import overhead, round_figures, wire_bytes
-from dose3d_fl.bench.runner import machine, run_federated, server_job_dir, site_data
+from dose3d_fl.bench.runner import machine, run_federated, site_data
 from dose3d_fl.files import json_safe
+from dose3d_fl.fl.simulate import server_job_dir
 
 logger = logging.getLogger(__name__)
 

@@ -22,14 +22,20 @@ from nvflare.recipe.spec import Recipe
 from dose3d_fl.fl.gan_job import JOB_NAME, GanJobConfig, build_gan_recipe
 from dose3d_fl.fl.log_config import write_log_config
 from dose3d_fl.fl.seg_job import execute_seg_recipe
-from dose3d_fl.fl.simulate import add_site_policy, simulated_sites_environment, write_site_configs
+from dose3d_fl.fl.simulate import (
+    add_site_policy,
+    final_global_model,
+    server_job_dir,
+    simulated_sites_environment,
+    simulation_dir,
+    write_site_configs,
+)
 from dose3d_fl.gan.sampling import comparison_grid_for_model
 from dose3d_fl.synth.demo_sites import prepare_site_data
 
 logger = logging.getLogger(__name__)
 
 REPORT_DIR = "gan"
-GLOBAL_MODEL = "FL_global_model.pt"
 
 QUALITY_KEYS = (
     "gan_mmd",
@@ -88,13 +94,11 @@ def simulate_gan(config: GanSimulationConfig, recipe_hook: Callable[[Recipe], No
         recipe_hook(recipe)
     with simulated_sites_environment(site_configs):
         execute_seg_recipe(recipe, env)
-    server_job = workspace / "sim" / JOB_NAME / "server" / "simulate_job"
+    server_job = server_job_dir(simulation_dir(workspace, JOB_NAME))
     summary = summarise_gan_simulation(server_job)
     summary["aggregation"] = job.aggregation
     (workspace / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    write_report_files(
-        workspace / REPORT_DIR, summary, server_job / "app_server" / GLOBAL_MODEL, caches[0], job
-    )
+    write_report_files(workspace / REPORT_DIR, summary, final_global_model(server_job), caches[0], job)
     return summary
 
 
@@ -111,7 +115,7 @@ def _mean(values: list[float]) -> float:
     return sum(finite) / len(finite) if finite else math.nan
 
 
-def summarise_gan_simulation(server_job_dir: Path) -> dict:
+def summarise_gan_simulation(server_job: Path) -> dict:
     """Quality metrics from the server's own result files.
 
     ``rounds[r]`` holds the mean over sites of what each site measured on the global model it received at
@@ -119,15 +123,15 @@ def summarise_gan_simulation(server_job_dir: Path) -> dict:
     ``final`` and ``site_final`` are the final global model's metrics from cross-site evaluation.
     """
     rounds = []
-    for line in (server_job_dir / "metrics" / "round_metrics.jsonl").read_text().splitlines():
+    for line in (server_job / "metrics" / "round_metrics.jsonl").read_text().splitlines():
         record = json.loads(line)
         per_site = [{m["name"]: m["value"] for m in site["metrics"]} for site in record["sites"]]
         rounds.append({key: _mean([s[key] for s in per_site if key in s]) for key in QUALITY_KEYS})
-    cross_site = json.loads((server_job_dir / "cross_site_val" / "cross_val_results.json").read_text())
+    cross_site = json.loads((server_job / "cross_site_val" / "cross_val_results.json").read_text())
     models = {model for results in cross_site.values() for model in results}
     final_model = next((m for m in models if "global" in m.lower() and "best" not in m.lower()), None)
     if final_model is None:
-        raise ValueError(f"{server_job_dir}: cross-site results have no final global model: {sorted(models)}")
+        raise ValueError(f"{server_job}: cross-site results have no final global model: {sorted(models)}")
     site_final = {
         site: {key: results[final_model][key] for key in QUALITY_KEYS if key in results[final_model]}
         for site, results in cross_site.items()

@@ -153,13 +153,13 @@ def simulate_seg(config: SimulationConfig, customize: Callable[[FedAvgRecipe], N
     # The simulator recreates the server workspace for every run: round checkpoints live beside it.
     with simulated_sites_environment(site_configs, workspace / "checkpoints"):
         execute_seg_recipe(recipe, env)
-    server_job = workspace / "sim" / JOB_NAME / "server" / "simulate_job"
+    server_job = server_job_dir(simulation_dir(workspace))
     summary = summarise_simulation(server_job, job.num_rounds)
     if job.site_norm:  # the sites scored every model with their own BatchNorm (seg_client)
         summary["fedbn"] = True
         summary["site_norm"] = "statistics" if job.silobn else "layers"
         summary["site_models"] = write_simulated_site_models(
-            server_job / "app_server" / GLOBAL_MODEL_NAME, site_configs, workspace / SITE_MODELS_DIR
+            final_global_model(server_job), site_configs, workspace / SITE_MODELS_DIR
         )
     (workspace / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
@@ -189,10 +189,27 @@ def tensorboard_dir(workspace: Path, job_name: str = JOB_NAME) -> Path:
     federation the same folder is ``tb_events/`` in the server's workspace of the job while it runs, and
     ``<job id>/workspace/tb_events`` in the job's downloaded result.
     """
-    return Path(workspace) / "sim" / job_name / "server" / "simulate_job" / "tb_events"
+    return server_job_dir(simulation_dir(workspace, job_name)) / "tb_events"
 
 
-def summarise_simulation(server_job_dir: Path, num_rounds: int) -> dict:
+def simulation_dir(workspace: Path, job_name: str = JOB_NAME) -> Path:
+    """The simulator's folder of job ``job_name`` in a simulation's ``workspace``: the sites' and the
+    server's workspaces of the run (``simulate_seg``, ``simulate_gan`` and the benchmarks' runs alike)."""
+    return Path(workspace) / "sim" / job_name
+
+
+def server_job_dir(simulation: Path) -> Path:
+    """The server's job folder in a :func:`simulation_dir`: round metrics, cross-site results, TensorBoard
+    events and ``app_server/`` with the final global model."""
+    return Path(simulation) / "server" / "simulate_job"
+
+
+def final_global_model(server_job: Path) -> Path:
+    """The final global model file the server saved in its :func:`server_job_dir`."""
+    return Path(server_job) / "app_server" / GLOBAL_MODEL_NAME
+
+
+def summarise_simulation(server_job: Path, num_rounds: int) -> dict:
     """Dice figures from the server's own result files.
 
     ``round_val_dice[r]`` is the Dice of the global model after round ``r``, averaged over the union of the
@@ -202,8 +219,7 @@ def summarise_simulation(server_job_dir: Path, num_rounds: int) -> dict:
     without cross-site evaluation has no figure for the final model (``final_val_dice`` ``None``).
     """
     records = [
-        json.loads(line)
-        for line in (server_job_dir / "metrics" / "round_metrics.jsonl").read_text().splitlines()
+        json.loads(line) for line in (server_job / "metrics" / "round_metrics.jsonl").read_text().splitlines()
     ]
 
     def site_values(record: dict, metric: str) -> dict[str, float]:
@@ -213,7 +229,7 @@ def summarise_simulation(server_job_dir: Path, num_rounds: int) -> dict:
             if any(m["name"] == metric for m in s["metrics"])
         }
 
-    cross_file = server_job_dir / "cross_site_val" / "cross_val_results.json"
+    cross_file = server_job / "cross_site_val" / "cross_val_results.json"
     cross_site = json.loads(cross_file.read_text()) if cross_file.is_file() else {}
     site_dice: dict[str, float] = {}
     site_cases: dict[str, int] = site_values(records[-1], "val_cases") if records else {}
@@ -223,7 +239,7 @@ def summarise_simulation(server_job_dir: Path, num_rounds: int) -> dict:
         )
         if final_model is None:
             raise ValueError(
-                f"{server_job_dir}: cross-site results have no final global model: {sorted(_model_names(cross_site))}"
+                f"{server_job}: cross-site results have no final global model: {sorted(_model_names(cross_site))}"
             )
         site_dice = {
             site: results[final_model]["val_dice"]
@@ -257,7 +273,7 @@ def summarise_simulation(server_job_dir: Path, num_rounds: int) -> dict:
     )
     organs = organ_union(final_sites)
     return {
-        **transfer_summary(server_job_dir / LOG_NAME),
+        **transfer_summary(server_job / LOG_NAME),
         "final_val_dice": final,
         "round_val_dice": rounds,
         "site_val_dice": site_dice,
