@@ -170,7 +170,7 @@ def _options(command: str) -> set[str]:
 
 def test_simulate_and_export_take_the_same_job_options() -> None:
     """One builder (cli/fl.py add_job_options) serves both: only where and how they run differs."""
-    simulate_only = {"--sites", "--workspace", "--seed", "--resume", "--no-pin-cores"}
+    simulate_only = {"--sites", "--workspace", "--seed", "--resume", "--no-pin-cores", "--channels-last"}
     export_only = {"--out"}
     assert _options("simulate") - simulate_only == _options("export") - export_only
     for flag in ("--fedprox-mu", "--fedbn", "--transfer", "--quantization", "--rounds", "--min-clients"):
@@ -300,3 +300,16 @@ def test_simulate_pins_sites_to_cores_unless_told_not_to(tmp_path: Path) -> None
     argv = ["fl", "simulate", "--workspace", str(tmp_path / "ws")]
     assert simulation_config(build_parser().parse_args(argv)).pin_cores is True
     assert simulation_config(build_parser().parse_args([*argv, "--no-pin-cores"])).pin_cores is False
+
+
+def test_simulate_trains_channels_last_only_when_asked_and_only_the_seg_job(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["fl", "simulate", "--workspace", str(tmp_path / "ws")]
+    assert simulation_config(build_parser().parse_args(argv)).channels_last is False
+    assert simulation_config(build_parser().parse_args([*argv, "--channels-last"])).channels_last is True
+    assert main([*argv, "--job", "gan", "--channels-last"]) == 2
+    out = capsys.readouterr()
+    (line,) = (out.out + out.err).strip().splitlines()
+    assert line.startswith("dose3d: error: --channels-last is for the seg job's trainer")
+    assert not (tmp_path / "ws").exists()  # refused before anything was written

@@ -156,3 +156,32 @@ def test_training_never_writes_into_the_cached_volumes(cases):
     before = [item["image"].clone() for item in dataset._cache]
     trainer.train_epochs(2)
     assert all(torch.equal(old, item["image"]) for old, item in zip(before, dataset._cache, strict=True))
+
+
+def test_channels_last_computes_the_same_up_to_rounding_and_hands_out_contiguous_weights(cases):
+    """The same network in the channels_last_3d layout: the same logits and gradients but for the order of
+    the sums (training trajectories then drift apart, as with another thread count); the weights it hands
+    out (what a site sends, what a checkpoint keeps) are contiguous."""
+    train, val = cases
+    plain = SegTrainer(train[:2], val, TINY_PROFILE, num_threads=1)
+    fast = SegTrainer(train[:2], val, TINY_PROFILE, num_threads=1, channels_last=True)
+    convs = [m.weight for m in fast.model.modules() if isinstance(m, torch.nn.Conv3d)]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last_3d) for w in convs)
+    assert not all(w.is_contiguous() for w in convs)  # a real change of layout, not a no-op
+    assert all(tensor.is_contiguous() for tensor in fast.get_weights().values())
+
+    batch = next(iter(plain.train_loader))
+    gradients = []
+    for trainer in (plain, fast):
+        trainer.model.train()
+        image = batch["image"].contiguous(memory_format=trainer.memory_format)
+        logits = trainer.model(image)
+        trainer.loss_fn(logits, batch["label"], None).backward()
+        gradients.append({n: p.grad.clone() for n, p in trainer.model.named_parameters()})
+        trainer.model.zero_grad()
+    assert set(gradients[0]) == set(gradients[1])
+    scale = max(float(g.abs().max()) for g in gradients[0].values())
+    for name, grad in gradients[
+        1
+    ].items():  # rounding: 1e-5 of the largest gradient (sums over crops), or 0.01 %
+        assert torch.allclose(grad, gradients[0][name], rtol=1e-4, atol=1e-5 * scale), name

@@ -134,6 +134,8 @@ def _cmd_fl_simulate_gan(args: argparse.Namespace) -> int:
         job = gan_job_config(args)
         if args.min_clients is not None:
             raise ValueError("--min-clients: the gan simulation trains every simulated site; set --sites")
+        if args.channels_last:
+            raise ValueError("--channels-last is for the seg job's trainer; the gan job trains contiguous")
     except ValueError as err:
         return fail(str(err))
     start = time.perf_counter()
@@ -262,6 +264,7 @@ def simulation_config(args: argparse.Namespace) -> SimulationConfig:
         dp=dp_config(args),
         min_clients=args.min_clients,
         pin_cores=not args.no_pin_cores,
+        channels_last=args.channels_last,
     )
 
 
@@ -435,6 +438,12 @@ def _add_simulate_parser(fl: argparse._SubParsersAction[argparse.ArgumentParser]
         action="store_true",
         help="leave the simulated sites to the operating system; by default, when they outnumber the cores, "
         "each trains on a core of its own, balanced by cases (docs/performance.md)",
+    )
+    simulate.add_argument(
+        "--channels-last",
+        action="store_true",
+        help="the sites train in torch's channels_last_3d memory format: faster on a CPU (a round of the "
+        "demo's job about 0.82x the time on 2 cores), the same model up to floating-point rounding",
     )
     simulate.add_argument(
         "--resume",

@@ -61,12 +61,15 @@ def balance_sites(loads: Mapping[str, int], cores: list[int]) -> dict[str, list[
     return assigned
 
 
-def shared_machine_configs(caches: Mapping[str, Path], pin_cores: bool = True) -> dict[str, SiteConfig]:
+def shared_machine_configs(
+    caches: Mapping[str, Path], pin_cores: bool = True, channels_last: bool = False
+) -> dict[str, SiteConfig]:
     """The configuration of each site of this machine (see the module docstring).
 
     Args:
         caches: site name -> its ingest cache.
         pin_cores: pin the sites to cores when they outnumber them; False leaves them to the operating system.
+        channels_last: the sites train in torch's ``channels_last_3d`` memory format (``SiteConfig``).
     """
     cores = available_cores()
     pinned = (
@@ -77,7 +80,10 @@ def shared_machine_configs(caches: Mapping[str, Path], pin_cores: bool = True) -
     threads = max(1, len(cores) // max(1, len(caches)))
     return {
         site: SiteConfig(
-            cache_dir=str(Path(cache).resolve()), num_threads=threads, cpu_cores=pinned.get(site)
+            cache_dir=str(Path(cache).resolve()),
+            num_threads=threads,
+            cpu_cores=pinned.get(site),
+            channels_last=channels_last,
         )
         for site, cache in caches.items()
     }

@@ -51,3 +51,19 @@ def test_the_job_scales_the_sites_learning_rate(tmp_path: Path, monkeypatch: pyt
     assert trainer.set_progress(0.0) == pytest.approx(2.0 * profile.learning_rate(0.0))
     assert trainer.set_progress(1.0) == pytest.approx(2.0 * profile.learning_rate(1.0))
     assert not trainer.profile.incompatibilities(profile)  # same network: its weights still average
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_the_site_config_chooses_the_training_memory_format(
+    channels_last: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = write_cache(tmp_path / "site-9", 2, seed=7)
+    config = SiteConfig(cache_dir=str(cache), channels_last=channels_last)
+    monkeypatch.setenv(SITE_CONFIG_ENV, str(config.save(tmp_path / "local" / "dose3d_site.json")))
+
+    trainer = build_site_trainer(load_site_config("site-9"), get_profile("cpu-small"))
+
+    expected = torch.channels_last_3d if channels_last else torch.contiguous_format
+    assert trainer.memory_format == expected
+    first_conv = next(m.weight for m in trainer.model.modules() if isinstance(m, torch.nn.Conv3d))
+    assert first_conv.is_contiguous(memory_format=expected)

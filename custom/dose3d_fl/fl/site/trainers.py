@@ -56,7 +56,12 @@ def build_site_trainer(config: SiteConfig, profile: SegProfile, site_name: str =
         train_cases = mix_training_cases(train_cases, mix)
     logger.info("%s: %d training and %d validation cases", site_name, len(train_cases), len(val_cases))
     return SegTrainer(
-        train_cases, val_cases, profile, device=config.torch_device, num_threads=config.num_threads
+        train_cases,
+        val_cases,
+        profile,
+        device=config.torch_device,
+        num_threads=config.num_threads,
+        channels_last=config.channels_last,
     )
 
 
