@@ -1,6 +1,7 @@
-"""Training speed of the CPU UNet in torch's two memory formats: contiguous (today's) and ``channels_last_3d``.
+"""Training speed of the CPU UNet in torch's two memory formats: contiguous and ``channels_last_3d``
+(``SegTrainer(channels_last=True)``), in one process.
 
-A measurement for a change not made yet: the same trainer on the same site cache, one in each format, epochs
+The same trainer on the same site cache, one in each format, epochs
 interleaved (A, B, A, B, ...) so that load on the machine hits both alike; one torch thread each, as a simulated
 site of ``make demo`` has. Also checks that the format changes the numbers only by floating-point rounding: the
 logits of the same weights, and one step's gradients.
@@ -32,18 +33,6 @@ RESULTS = Path(__file__).parent / "results" / "memory_format.json"
 CHANNELS_LAST = torch.channels_last_3d
 
 
-def channels_last_trainer(trainer: SegTrainer) -> SegTrainer:
-    """``trainer`` with its network and every training batch in ``channels_last_3d``."""
-    trainer.model.to(memory_format=CHANNELS_LAST)
-    step = trainer.train_step
-
-    def train_step(image, label, regularizer=None, labelled=None):
-        return step(image.contiguous(memory_format=CHANNELS_LAST), label, regularizer, labelled)
-
-    trainer.train_step = train_step  # type: ignore[method-assign]
-    return trainer
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -56,9 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     site = load_site_cases([args.cache], organs=organs)[0]
     profile = get_profile(organs=organs)
     plain = SegTrainer(site.train, site.val, profile, num_threads=1, show_progress=False)
-    fast = channels_last_trainer(
-        SegTrainer(site.train, site.val, profile, num_threads=1, show_progress=False)
-    )
+    fast = SegTrainer(site.train, site.val, profile, num_threads=1, show_progress=False, channels_last=True)
     load = os.getloadavg()
     plain.train_epochs(1)
     fast.train_epochs(1)
