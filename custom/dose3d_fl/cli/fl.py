@@ -442,8 +442,8 @@ def _add_simulate_parser(fl: argparse._SubParsersAction[argparse.ArgumentParser]
     simulate.add_argument(
         "--channels-last",
         action="store_true",
-        help="the sites train in torch's channels_last_3d memory format: faster on a CPU (a round of the "
-        "demo's job about 0.82x the time on 2 cores), the same model up to floating-point rounding",
+        help="the sites train in torch's channels_last_3d memory format (faster for one trainer on a CPU "
+        "thread; no gain measured for three sites on 2 cores; figures differ by rounding), docs/performance.md",
     )
     simulate.add_argument(
         "--resume",

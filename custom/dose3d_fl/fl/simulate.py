@@ -57,9 +57,9 @@ class SimulationConfig:
             site. It replaces the job's ``min_clients``.
         pin_cores: pin the sites to cores when they outnumber them (:func:`write_site_configs`); False
             leaves them to the operating system (``benchmarks/sim_core_pinning.py`` compares the two).
-        channels_last: the sites train in torch's ``channels_last_3d`` memory format (``SiteConfig``): about
-            0.82x the time of a round on the project's 2-core machine, the same model up to floating-point
-            rounding (``benchmarks/sim_core_pinning.py --compare channels-last``).
+        channels_last: the sites train in torch's ``channels_last_3d`` memory format (``SiteConfig``; no
+            gain measured with three sites on two cores, ``benchmarks/sim_core_pinning.py --compare
+            channels-last``).
 
     Raises:
         ValueError: ``min_clients`` is not between 1 and ``sites``.

@@ -76,10 +76,11 @@ class SegTrainer:
             (e.g. spatial augmentation, ``benchmarks/gan_augment.py``).
         tolerance_mm: the surface Dice tolerance of validation.
         channels_last: train in torch's ``channels_last_3d`` memory format (the network and every training
-            batch): on the project's 2-core CPU machine a simulated round of the demo's job takes about 0.82x
-            the time (``benchmarks/sim_core_pinning.py --compare channels-last``). The same model up to
-            floating-point rounding: the convolutions sum in another order, so the figures differ in the
-            last digits from contiguous training. Not measured on CUDA.
+            batch). One trainer on one CPU thread runs an epoch in about 0.83x the time
+            (``benchmarks/memory_format.py``); three simulated sites on two cores gained nothing
+            (``benchmarks/sim_core_pinning.py --compare channels-last``). The same computation up to
+            floating-point rounding: the convolutions sum in another order, so a training run's figures
+            differ from contiguous training's. Not measured on CUDA.
 
     Raises:
         ValueError: a case without an ``image`` or ``label`` entry, or with a labelled row of another length

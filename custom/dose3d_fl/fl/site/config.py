@@ -41,9 +41,10 @@ class SiteConfig:
             system schedules it. The simulator and a POC set it when their sites outnumber the machine's cores
             (``dose3d_fl.fl.shared_machine``); a site may set it to keep training off cores that other
             services of its machine need.
-        channels_last: train in torch's ``channels_last_3d`` memory format (``SegTrainer``): faster on the
-            CPUs measured, the same model up to floating-point rounding. ``dose3d fl simulate
-            --channels-last`` sets it for the simulated sites.
+        channels_last: train in torch's ``channels_last_3d`` memory format (``SegTrainer``): an epoch in
+            about 0.83x the time for one trainer on one CPU thread (docs/performance.md), the same
+            computation up to floating-point rounding. ``dose3d fl simulate --channels-last`` sets it for the
+            simulated sites.
     """
 
     cache_dir: str
