@@ -31,13 +31,28 @@ def test_without_cuda_the_check_refuses_in_one_line(tmp_path: Path) -> None:
     assert not (tmp_path / "gpu.json").exists() and not (tmp_path / "work").exists()
 
 
+def test_too_few_patients_are_refused_in_one_line(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [str(SCRIPT), "--device", "cpu", "--patients", "1", "--out", str(tmp_path / "gpu.json")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHON": sys.executable},
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip() == "gpu_check: --patients 1: a site needs at least 2 (training and validation)"
+    )
+    assert not (tmp_path / "gpu.json").exists()
+
+
 @pytest.mark.slow
 def test_the_check_runs_end_to_end_on_the_cpu(tmp_path: Path) -> None:
     """The whole script with a CPU profile: speed figures, then two FedAvg rounds of two sites with their
     per-round figures. Round 1 of these two sites is where one norm over all tensors rejected an honest site
     (BatchNorm running variances 10x apart) and the job stopped; no update may be rejected now."""
     out, work = tmp_path / "gpu.json", tmp_path / "work"
-    speed = ["--device", "cpu", "--profile", "cpu-small", "--steps", "2", "--warmup", "1"]
+    speed = ["--device", "cpu", "--profile", "cpu-small", "--steps", "2", "--warmup", "1", "--patients", "3"]
     result = subprocess.run(
         [str(SCRIPT), *speed, "--fl-rounds", "2", "--out", str(out), "--work", str(work)],
         capture_output=True,

@@ -143,8 +143,20 @@ def main(argv: list[str] | None = None) -> int:
         help="skip the speed comparisons on CUDA (float32; cuDNN's benchmark mode, with and without AMP)",
     )
     parser.add_argument("--fl-rounds", type=int, default=1, help="simulated FedAvg rounds (default 1)")
+    parser.add_argument(
+        "--patients",
+        type=int,
+        default=None,
+        help="synthetic patients per site (default the demo's 12 and 8); fewer to try the script quickly",
+    )
     parser.add_argument("--no-fl", action="store_true", help="skip the simulated federated rounds")
     args = parser.parse_args(argv)
+    if args.patients is not None and args.patients < 2:
+        print(
+            f"gpu_check: --patients {args.patients}: a site needs at least 2 (training and validation)",
+            file=sys.stderr,
+        )
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
     import torch
@@ -158,7 +170,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from dose3d_fl.synth.demo_sites import prepare_site_data
 
-    caches = prepare_site_data(args.work, sites=2, seed=0)
+    caches = prepare_site_data(
+        args.work, sites=2, seed=0, patients=None if args.patients is None else [args.patients] * 2
+    )
     results: dict[str, Any] = {
         "torch": torch.__version__,
         "cuda": torch.version.cuda,

@@ -31,9 +31,15 @@ import torch
 from dose3d_fl.bench.evaluate import Evaluator
 from dose3d_fl.data.cases import load_site_cases
 from dose3d_fl.data.ingest import ingest_site
-from dose3d_fl.fl.seg_job import JOB_NAME, SegJobConfig
+from dose3d_fl.fl.seg_job import SegJobConfig
 from dose3d_fl.fl.server.transfer_log import LOG_NAME
-from dose3d_fl.fl.simulate import SimulationConfig, simulate_seg
+from dose3d_fl.fl.simulate import (
+    SimulationConfig,
+    final_global_model,
+    server_job_dir,
+    simulate_seg,
+    simulation_dir,
+)
 from dose3d_fl.seg.profiles import get_profile
 from tests.data.dicom_builders import SMALL, make_study
 from tests.fl.server.sign_flip import add_sign_flip
@@ -72,8 +78,8 @@ def _run(caches: Path, workspace: Path, job: SegJobConfig, attack: bool) -> dict
         )
     finally:
         monkeypatch.undo()
-    server = workspace / "sim" / JOB_NAME / "server" / "simulate_job"
-    weights = torch.load(server / "app_server" / "FL_global_model.pt", weights_only=False)["model"]
+    server = server_job_dir(simulation_dir(workspace))
+    weights = torch.load(final_global_model(server), weights_only=False)["model"]
     sites = load_site_cases(sorted((workspace / "data" / "cache").glob("site-*")))
     scores = Evaluator(sites, get_profile(job.profile)).evaluate_weights(weights)
     log = [json.loads(line) for line in (server / LOG_NAME).read_text().splitlines()]
