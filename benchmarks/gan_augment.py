@@ -340,9 +340,7 @@ def quality_of_pairs(
 
 def federated_model(workspace: Path) -> dict[str, torch.Tensor]:
     """The final global model of a seg_fedavg simulator workspace."""
-    from dose3d_fl.fl.seg_job import JOB_NAME
-
-    path = final_global_model(server_job_dir(simulation_dir(workspace, JOB_NAME)))
+    path = final_global_model(server_job_dir(simulation_dir(workspace)))
     return torch.load(path, map_location="cpu", weights_only=False)["model"]
 
 

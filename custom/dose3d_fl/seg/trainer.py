@@ -120,7 +120,7 @@ class SegTrainer:
         set_determinism(seed=self.profile.seed)
         self.model = build_network(self.profile).to(self.device)
         # channels_last_3d: the network's convolution weights and every training batch laid out channels-last
-        # (the weights it hands out stay contiguous, get_weights); same model up to floating-point rounding.
+        # (the weights it hands out stay contiguous, get_weights); the same computation up to rounding.
         self.memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format
         self.model.to(memory_format=self.memory_format)
         self.optimizer = torch.optim.Adam(
