@@ -6,7 +6,10 @@ REST API accepts local clients only. A Lua ``ReceivedInstanceFilter`` refuses an
 SeriesDescription is :data:`REFUSED_SERIES_DESCRIPTION`, so the tests can meet a real C-STORE refusal.
 
 Orthanc 1.10 binds its ports on every interface (it has no bind-address option); the access rules above keep
-other hosts out. DCMTK, under Orthanc, leaves Nagle's algorithm on unless ``TCP_NODELAY=1`` is in its
+other hosts out. Its index and storage live in memory (``/dev/shm`` where the machine has it, removed at stop):
+under the test suite's disk load an SQLite commit on disk once held a C-FIND past the SCU's 30 s timeout. It
+logs ``--verbose`` (each association and DIMSE request) to ``orthanc.log`` next to its configuration, so a
+slow or failed exchange can be read afterwards. DCMTK, under Orthanc, leaves Nagle's algorithm on unless ``TCP_NODELAY=1`` is in its
 environment; without it each DIMSE message waits for a delayed ACK and a 200-instance upload takes about
 ten times longer.
 """
@@ -19,6 +22,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -32,6 +36,7 @@ PACS_AE = "TESTPACS"
 SITE_AE = "DOSE3D"
 REFUSED_SERIES_DESCRIPTION = "REFUSE-ME"
 START_TIMEOUT_S = 30.0
+SHM = Path("/dev/shm")
 
 _FILTER_LUA = f"""
 function ReceivedInstanceFilter(dicom, origin, info)
@@ -58,6 +63,7 @@ class OrthancServer:
     dicom_port: int
     http_port: int
     root: Path
+    storage: Path
 
     @property
     def node(self) -> DicomNode:
@@ -85,13 +91,23 @@ class OrthancServer:
             except subprocess.TimeoutExpired:
                 os.kill(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=10)
+        if self.storage.parent == SHM:
+            shutil.rmtree(self.storage, ignore_errors=True)
 
 
-def write_config(root: Path) -> tuple[Path, int, int]:
-    """An Orthanc configuration under ``root``; (config path, DICOM port, HTTP port)."""
-    dicom_port, http_port = free_port(), free_port()
+def storage_folder(root: Path) -> Path:
+    """A new folder for Orthanc's index and files: in ``/dev/shm`` where it is writable, else ``root/storage``."""
+    if SHM.is_dir() and os.access(SHM, os.W_OK):
+        return Path(tempfile.mkdtemp(prefix="dose3d-test-orthanc-", dir=SHM))
     storage = root / "storage"
     storage.mkdir(parents=True)
+    return storage
+
+
+def write_config(root: Path, storage: Path) -> tuple[Path, int, int]:
+    """An Orthanc configuration under ``root`` with its index and files in ``storage``; (config path, DICOM
+    port, HTTP port)."""
+    dicom_port, http_port = free_port(), free_port()
     lua = root / "filter.lua"
     lua.write_text(_FILTER_LUA)
     config = {
@@ -136,16 +152,18 @@ def start_orthanc(root: Path) -> OrthancServer:
     """Start Orthanc with a fresh configuration and storage under ``root``; wait until it answers."""
     if not ORTHANC.is_file():
         raise RuntimeError(f"Orthanc is not installed ({ORTHANC} missing): apt-get install orthanc")
-    config, dicom_port, http_port = write_config(root)
+    root.mkdir(parents=True, exist_ok=True)
+    storage = storage_folder(root)
+    config, dicom_port, http_port = write_config(root, storage)
     log = (root / "orthanc.log").open("wb")
     process = subprocess.Popen(
-        [str(ORTHANC), str(config)],
+        [str(ORTHANC), "--verbose", str(config)],
         stdout=log,
         stderr=subprocess.STDOUT,
         cwd=root,
         env={**os.environ, "TCP_NODELAY": "1"},
     )
-    server = OrthancServer(process, dicom_port, http_port, root)
+    server = OrthancServer(process, dicom_port, http_port, root, storage)
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
