@@ -27,6 +27,7 @@ from pathlib import Path
 
 from dose3d_fl.bench.evaluate import Evaluator
 from dose3d_fl.bench.heldout_eval import heldout_sites, paired_difference
+from dose3d_fl.bench.peers import load_final_model
 from dose3d_fl.bench.runner import final_model_file, machine, site_models_folder
 from dose3d_fl.bench.site_models import load_site_models
 from dose3d_fl.seg.profiles import get_profile
@@ -98,12 +99,15 @@ def main(argv: list[str] | None = None) -> int:
     caches = prepare_site_data(args.work / f"heldout-seed-{args.seed}", 3, args.seed, [args.patients] * 3)
     profile = get_profile(bench["config"]["profile"])
     evaluator = Evaluator(heldout_sites(caches), profile, num_threads=os.cpu_count())
-    scores = {
-        name: evaluator.evaluate_site_weights(load_site_models(path))
-        if path.is_dir()
-        else evaluator.evaluate(path)
-        for name, path in files.items()
-    }
+
+    def score(name: str, path: Path) -> dict:
+        if path.is_dir():
+            return evaluator.evaluate_site_weights(load_site_models(path))
+        if bench["runs"][name]["kind"] == "peer":  # a plain state dict
+            return evaluator.evaluate_weights(load_final_model(path.parent))
+        return evaluator.evaluate(path)
+
+    scores = {name: score(name, path) for name, path in files.items()}
     scores |= {run: evaluator.evaluate_site_weights(models) for run, models in replicas.items()}
     central = scores["central"]
     runs = {

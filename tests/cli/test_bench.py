@@ -30,6 +30,12 @@ def test_peers_is_the_three_seed_comparison_and_seeds_replace_its_seeds() -> Non
         build_parser().parse_args(["bench", "--quick", "--peers", "nvflare", "--seeds", "3"])
     )
     assert (quick.name, quick.seeds, quick.peers) == ("peers_quick", (3,), ("nvflare",))
+    # The quick peer comparison is the quick run with the peers added (one run in make test).
+    assert (quick.variants, quick.local_only, quick.heldout_patients) == (
+        bench_config(build_parser().parse_args(["bench", "--quick"])).variants,
+        True,
+        1,
+    )
 
 
 def test_organs_make_the_task_multi_organ_under_its_own_name() -> None:

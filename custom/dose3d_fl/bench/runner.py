@@ -40,7 +40,14 @@ from dose3d_fl.bench.fl_figures import (
 )
 from dose3d_fl.bench.heldout_eval import heldout_evaluator, heldout_scores
 from dose3d_fl.bench.measure import Measured, run_measured
-from dose3d_fl.bench.peers import load_final_model, peer_figures, peer_plan, run_peer, write_task_spec
+from dose3d_fl.bench.peers import (
+    FINAL_MODEL,
+    load_final_model,
+    peer_figures,
+    peer_plan,
+    run_peer,
+    write_task_spec,
+)
 from dose3d_fl.bench.report import format_report
 from dose3d_fl.bench.site_models import SITE_MODELS, fedbn_site_models, save_site_models
 from dose3d_fl.bench.systems import peer_targets, systems_table
@@ -163,10 +170,13 @@ def site_models_folder(work: Path, name: str) -> Path:
 
 def final_model_file(work: Path, name: str, kind: str) -> Path:
     """Where the bench run ``name`` left its final model in the work folder (``kind`` as in the results:
-    ``federated`` for a simulator run, anything else for a central or local-only training run). A FedBN run's
+    ``federated`` for a simulator run, ``peer`` for a peer system, whose file is a plain state dict
+    (``bench.peers.load_final_model``), anything else for a central or local-only training run). A FedBN run's
     global model here is only part of each site's model (``site_models_folder``)."""
     if kind == "federated":
         return final_global_model(server_job_dir(simulation_dir(work / name)))
+    if kind == "peer":
+        return work / name / FINAL_MODEL
     return work / name / MODEL_NAME
 
 

@@ -17,8 +17,8 @@ def bench_config(args: argparse.Namespace) -> BenchConfig:
     """What ``dose3d bench`` runs: the default benchmark or ``--quick``, with the options applied.
 
     ``--peers`` is the peer comparison (``PEERS``: 3 training seeds, every final model also scored on the
-    held-out patients, 10 per scanner); with ``--quick`` the quick peer comparison (``PEERS_QUICK``: central,
-    FedAvg and the peers only, one seed). ``--seeds`` replaces the training seeds; ``--organs`` makes the
+    held-out patients, 10 per scanner); with ``--quick`` the quick peer comparison (``PEERS_QUICK``: the
+    quick runs, the peers and one held-out patient per scanner, one seed). ``--seeds`` replaces the training seeds; ``--organs`` makes the
     task multi-organ (results ``<name>-<N>-organs``; the peers are skipped with the reason); without
     ``--peers`` or ``--quick`` it runs central, local-only, FedAvg and FedBN and scores them on the held-out
     patients (the overhead runs are the spleen task's).
@@ -115,8 +115,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="also run the peers on the same sites: stock NVFlare 2.9 FedAvgRecipe (nvflare) and Flower's FedAvg "
         "(flower, needs .venv-flower: benchmarks/peers/flower/setup_venv.sh; skipped with a reason without it); "
         "the peer comparison: central, local-only, FedAvg, FedBN, int8, 3 training seeds, every final "
-        "model also on 10 held-out patients per scanner (about 70 min); with --quick: the quick peer comparison "
-        "(central, FedAvg and the peers, 2 rounds, one seed)",
+        "model also on 10 held-out patients per scanner (about 70 min); with --quick: the quick runs and the "
+        "peers (2 rounds, one seed, one held-out patient per scanner)",
     )
     bench.add_argument(
         "--seeds",
