@@ -1,22 +1,24 @@
 """Robust aggregation in the real job: NVFlare's simulator, 5 sites, a MONAI UNet, one Byzantine site.
 
 Site-5 sends its update sign-flipped and ten times as long, every round (``tests/fl/server/sign_flip.py``).
-Three runs of the same job on the same 5 x 3 tiny DICOM-derived cases: no attacker with FedAvg (the clean
-run), the attacker with FedAvg, the attacker with the coordinate-wise median under DIFF transfer (the sites
-send differences; the server must add the median difference to the global model). The final global model of
-each is scored on the union of the sites' validation cases.
+Two runs of the same job on the same 5 x 3 tiny DICOM-derived cases: the attacker with FedAvg, the attacker
+with the coordinate-wise median under DIFF transfer (the sites send differences; the server must add the
+median difference to the global model). The final global model of each is scored on the union of the sites'
+validation cases and compared with the same job without the attacker, as ``benchmarks/robust_aggregation.py``
+measured it on these cases (its data seed 0, ``benchmarks/results/robust_aggregation.json``; 0.8646 to 0.8673
+over 3 data seeds): running that clean job here as well would add a minute to ``make test``, and the
+benchmark's file must then be measured again whenever the job changes what it learns.
 
 The norm check: a x10 update sits at the server's default limit (10x the median of the other sites' update
-norms), so whether the check rejects it would depend on how far the honest sites moved in each round. All
-three runs raise ``max_norm_ratio`` to 30, so that every update of the attacker reaches the aggregator and
-the test measures the aggregator alone: an attacker who keeps its norm just under the limit (an
-honest-looking norm) gets the same through. The test checks that nothing was rejected.
+norms), so whether the check rejects it would depend on how far the honest sites moved in each round. Both
+runs raise ``max_norm_ratio`` to 30, so that every update of the attacker reaches the aggregator and the test
+measures the aggregator alone: an attacker who keeps its norm just under the limit (an honest-looking norm)
+gets the same through. The test checks that nothing was rejected.
 
 Size: 8 rounds x 2 local epochs at half the job's local learning rate (``local_lr_scale`` 1): at the default
 2 this tiny federation's Dice swung between rounds (0.46 then 0.22), at 1 it rises steadily (0.04, 0.41,
 0.67, 0.68, 0.75, 0.80, 0.85, then 0.87 for the final model). No cross-site evaluation (the final model is
-scored here, once). 40 to 60 s per run on 2 cores. ``benchmarks/robust_aggregation.py`` repeats this over
-data seeds and every aggregation and transfer type (``benchmarks/results/robust_aggregation.md``).
+scored here, once). 40 to 60 s per run on 2 cores.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from tests.fl.server.sign_flip import add_sign_flip
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[3]
+BENCHMARK = REPO / "benchmarks" / "results" / "robust_aggregation.json"
 SITES = 5
 ATTACKER = "site-5"
 JOB = SegJobConfig(
@@ -91,7 +94,6 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
     root = tmp_path_factory.mktemp("robust")
     caches = _site_caches(root / "data")
     return {
-        "clean": _run(caches, root / "clean", JOB, attack=False),
         "fedavg": _run(caches, root / "fedavg", JOB, attack=True),
         "median": _run(
             caches,
@@ -120,7 +122,8 @@ def test_every_update_of_the_attacker_reached_the_aggregator(runs: dict[str, dic
 
 
 def test_the_median_keeps_the_clean_dice_and_fedavg_does_not(runs: dict[str, dict]) -> None:
-    clean, fedavg, median = (runs[name]["dice"] for name in ("clean", "fedavg", "median"))
+    clean = json.loads(BENCHMARK.read_text())["runs"]["clean-fedavg"]["0"]["final_union_val_dice"]
+    fedavg, median = (runs[name]["dice"] for name in ("fedavg", "median"))
     assert clean > 0.7, clean  # the clean federation learned the organ
     assert abs(median - clean) <= 0.02, (median, clean)
     assert fedavg < clean - 0.2, (fedavg, clean)
