@@ -45,15 +45,16 @@ demo: $(STAMP)
 	$(BIN)/dose3d fl simulate --workspace $(DEMO_DIR) --organs $(DEMO_ORGANS) $(DEMO_FL_ARGS)
 
 # Two pytest workers (pytest-xdist), one test file per worker at a time so that module fixtures (a POC,
-# a trained site) are built once. PYTEST_WORKERS=0 runs serially. The tests that start real server and
+# a trained site) are built once, handed out in collection order: tests/conftest.py puts the longest files
+# first. PYTEST_WORKERS=0 runs serially. The tests that start real server and
 # client processes run in fresh workers of their own: an in-process simulator run earlier in a worker
 # leaves NVFlare state behind that breaks a later admin login in that process.
 PYTEST_WORKERS ?= 2
 
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile -m "not deploy"
-	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile -m deploy
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not deploy"
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder -m deploy
 
 clean:
 	rm -rf runs .pytest_cache

@@ -87,3 +87,11 @@ def test_sub_package_re_exports_its_public_api(room: str) -> None:
     package = __import__(f"dose3d_fl.{room}", fromlist=["__all__"])
     assert package.__doc__, f"dose3d_fl.{room} says nothing of what it is"
     assert package.__all__ and all(hasattr(package, name) for name in package.__all__)
+
+
+def test_the_longest_test_files_named_for_scheduling_exist() -> None:
+    """``tests/conftest.py`` starts these files first; a renamed one would silently lose its place."""
+    from tests.conftest import LONGEST_FIRST
+
+    root = Path(__file__).parents[1]
+    assert [path for path in LONGEST_FIRST if not (root / path).is_file()] == []
