@@ -1,4 +1,4 @@
-"""A real Orthanc PACS for the tests: own storage in a temporary folder, free loopback ports, stopped by PID.
+"""A real Orthanc PACS for the tests: its own storage (in memory where it can), loopback ports, stopped by PID.
 
 Configured as a hospital PACS that knows the site: it checks the Called AE title, answers C-FIND, C-GET and
 C-STORE only from the modality ``DOSE3D`` at 127.0.0.1 (``DicomAlwaysAllow*`` off, host checked), and its
@@ -6,12 +6,15 @@ REST API accepts local clients only. A Lua ``ReceivedInstanceFilter`` refuses an
 SeriesDescription is :data:`REFUSED_SERIES_DESCRIPTION`, so the tests can meet a real C-STORE refusal.
 
 Orthanc 1.10 binds its ports on every interface (it has no bind-address option); the access rules above keep
-other hosts out. Its index and storage live in memory (``/dev/shm`` where the machine has it, removed at stop):
-under the test suite's disk load an SQLite commit on disk once held a C-FIND past the SCU's 30 s timeout. It
-logs ``--verbose`` (each association and DIMSE request) to ``orthanc.log`` next to its configuration, so a
-slow or failed exchange can be read afterwards. DCMTK, under Orthanc, leaves Nagle's algorithm on unless ``TCP_NODELAY=1`` is in its
+other hosts out. DCMTK, under Orthanc, leaves Nagle's algorithm on unless ``TCP_NODELAY=1`` is in its
 environment; without it each DIMSE message waits for a delayed ACK and a 200-instance upload takes about
 ten times longer.
+
+In one full ``make test`` run a C-FIND sent right after a C-STORE went unanswered for the SCU's 30 s; it did
+not happen again alone, under a 2-core CPU load or under a disk load of repeated fsync'd writes, so its cause
+is not known. Orthanc's index and files therefore live in memory (``/dev/shm`` where the machine has it,
+removed at stop), which takes the disk out of the question, and it logs ``--verbose`` (each association and
+DIMSE request) to ``orthanc.log`` next to its configuration, so that a recurrence can be read afterwards.
 """
 
 from __future__ import annotations
