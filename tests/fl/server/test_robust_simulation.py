@@ -70,14 +70,15 @@ def _site_caches(root: Path) -> Path:
     return root / "cache"
 
 
-def _run(caches: Path, workspace: Path, job: SegJobConfig, attack: bool) -> dict:
+def _run(caches: Path, workspace: Path, job: SegJobConfig) -> dict:
+    """One run of ``job`` with site-5 attacking: final union Dice, summary and transfer log."""
     shutil.copytree(caches, workspace / "data" / "cache")  # each run starts from the same caches, no state
     monkeypatch = pytest.MonkeyPatch()
     monkeypatch.setenv("PYTHONPATH", str(REPO))  # the simulated sites import tests.fl.server.sign_flip
     try:
         summary = simulate_seg(
             SimulationConfig(workspace=workspace, sites=SITES, job=job),
-            customize=(lambda recipe: add_sign_flip(recipe, ATTACKER)) if attack else None,
+            customize=lambda recipe: add_sign_flip(recipe, ATTACKER),
         )
     finally:
         monkeypatch.undo()
@@ -94,12 +95,11 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
     root = tmp_path_factory.mktemp("robust")
     caches = _site_caches(root / "data")
     return {
-        "fedavg": _run(caches, root / "fedavg", JOB, attack=True),
+        "fedavg": _run(caches, root / "fedavg", JOB),
         "median": _run(
             caches,
             root / "median",
             SegJobConfig(**{**JOB.__dict__, "aggregation": "median", "transfer": "diff"}),
-            attack=True,
         ),
     }
 
