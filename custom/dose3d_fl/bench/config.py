@@ -1,8 +1,8 @@
 """What the benchmark runs: ``BenchConfig`` and the named configurations of ``dose3d bench``.
 
 ``BenchConfig()`` is the default benchmark; ``QUICK`` its smoke run (``--quick``); ``PEERS`` the peer comparison
-over three training seeds (``--peers``) and ``PEERS_QUICK`` the smoke run with the peers; ``ORGANS_VARIANTS`` the federated
-runs of the multi-organ task (``--organs``).
+over three training seeds (``--peers``) and ``PEERS_QUICK`` the smoke run with the peers; ``ORGANS_VARIANTS``
+the federated runs of the multi-organ task (``--organs``).
 """
 
 from __future__ import annotations
@@ -120,8 +120,8 @@ QUICK = BenchConfig(
 )
 
 # The quick peer comparison (``--quick --peers``; make test): the quick run above plus the peers on the same
-# sites and one held-out patient per scanner; every system's fields are produced, its Dice mean nothing. One run
-# of both (rather than a second central and FedAvg run for the peers) keeps make test about 2 minutes shorter.
+# sites and one held-out patient per scanner; every system's fields are produced, its Dice mean nothing. One
+# run of both, so that make test does not train a second central model and FedAvg federation for the peers.
 PEERS_QUICK = replace(QUICK, name="peers_quick", peers=("nvflare", "flower"), heldout_patients=1)
 
 # The multi-organ task's runs (``dose3d bench --organs ...``): FedAvg and the best variant on the spleen task.

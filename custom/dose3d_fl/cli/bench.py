@@ -18,10 +18,10 @@ def bench_config(args: argparse.Namespace) -> BenchConfig:
 
     ``--peers`` is the peer comparison (``PEERS``: 3 training seeds, every final model also scored on the
     held-out patients, 10 per scanner); with ``--quick`` the quick peer comparison (``PEERS_QUICK``: the
-    quick runs, the peers and one held-out patient per scanner, one seed). ``--seeds`` replaces the training seeds; ``--organs`` makes the
-    task multi-organ (results ``<name>-<N>-organs``; the peers are skipped with the reason); without
-    ``--peers`` or ``--quick`` it runs central, local-only, FedAvg and FedBN and scores them on the held-out
-    patients (the overhead runs are the spleen task's).
+    quick runs, the peers and one held-out patient per scanner, one seed). ``--seeds`` replaces the training
+    seeds; ``--organs`` makes the task multi-organ (results ``<name>-<N>-organs``; the peers are skipped with
+    the reason); without ``--peers`` or ``--quick`` it runs central, local-only, FedAvg and FedBN and scores
+    them on the held-out patients (the overhead runs are the spleen task's).
 
     Raises:
         ValueError: an unknown peer, or seeds that are not distinct integers.
