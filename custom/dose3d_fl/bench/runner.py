@@ -62,6 +62,8 @@ from dose3d_fl.synth.demo_sites import prepare_site_data
 logger = logging.getLogger(__name__)
 
 NUMERIC_PACKAGES = ("torch", "monai", "numpy", "scipy", "nvflare")
+# /proc/cpuinfo flags recorded with every result: the vector widths and the bfloat16 and AMX units.
+CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
 NVFLARE_POLLING = {"task_request_interval": 2.0, "task_check_period": 0.5, "result_poll_interval": 0.5}
 
 
@@ -459,21 +461,40 @@ def machine() -> dict[str, Any]:
     Two hosts of the same kind can give different floating-point results (the CPU picks the kernels), so a
     benchmark that moved is first checked against these.
     """
+    cpuinfo = _read_text(Path("/proc/cpuinfo")).splitlines()
     cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in _read_text(Path("/proc/cpuinfo")).splitlines()
-            if line.startswith("model name")
-        ),
+        (line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")),
         platform.processor(),
     )
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo if line.startswith("flags")), [])
     return {
         "cpus": os.cpu_count(),
         "cpu": cpu,
+        "cpu_features": cpu_features(flags),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "dose3d_fl": __version__,
         "packages": {name: _version(name) for name in NUMERIC_PACKAGES},
+    }
+
+
+def cpu_features(flags: list[str]) -> dict[str, Any]:
+    """The vector instructions that decide which CPU kernels torch runs, so that two hosts sold under one name
+    (``AMD EPYC``) can be told apart.
+
+    Args:
+        flags: the ``flags`` of ``/proc/cpuinfo`` (empty where there is none).
+
+    Returns:
+        ``torch_kernels``: the instruction set torch dispatches its kernels for (``torch.backends.cpu``:
+        ``DEFAULT``, ``AVX2``, ``AVX512``, ...); ``flags``: which of ``CPU_FLAGS`` the CPU reports (bfloat16
+        and AMX units change what reduced-precision arithmetic costs).
+    """
+    import torch  # the bench's runs import it anyway; this module's import stays light
+
+    return {
+        "torch_kernels": torch.backends.cpu.get_cpu_capability(),
+        "flags": [flag for flag in CPU_FLAGS if flag in set(flags)],
     }
 
 
