@@ -171,6 +171,7 @@ def _options(command: str) -> set[str]:
 def test_simulate_and_export_take_the_same_job_options() -> None:
     """One builder (cli/fl.py add_job_options) serves both: only where and how they run differs."""
     simulate_only = {"--sites", "--workspace", "--seed", "--resume", "--no-pin-cores", "--channels-last"}
+    simulate_only |= {"--cpu-bfloat16"}  # site settings (dose3d_site.json), not job options
     export_only = {"--out"}
     assert _options("simulate") - simulate_only == _options("export") - export_only
     for flag in ("--fedprox-mu", "--fedbn", "--transfer", "--quantization", "--rounds", "--min-clients"):
@@ -313,3 +314,17 @@ def test_simulate_trains_channels_last_only_when_asked_and_only_the_seg_job(
     (line,) = (out.out + out.err).strip().splitlines()
     assert line.startswith("dose3d: error: --channels-last is for the seg job's trainer")
     assert not (tmp_path / "ws").exists()  # refused before anything was written
+
+
+def test_simulate_trains_in_bfloat16_only_when_asked_and_only_the_seg_job(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["fl", "simulate", "--workspace", str(tmp_path / "ws")]
+    assert simulation_config(build_parser().parse_args(argv)).site_training["cpu_bfloat16"] is False
+    config = simulation_config(build_parser().parse_args([*argv, "--cpu-bfloat16"]))
+    assert config.site_training == {"channels_last": False, "cpu_bfloat16": True}
+    assert main([*argv, "--job", "gan", "--cpu-bfloat16"]) == 2
+    out = capsys.readouterr()
+    (line,) = (out.out + out.err).strip().splitlines()
+    assert line.startswith("dose3d: error: --cpu-bfloat16 is for the seg job's trainer")
+    assert not (tmp_path / "ws").exists()

@@ -47,7 +47,8 @@ def test_sites_are_pinned_only_when_they_outnumber_the_cores(
     }
     assert all(c.cpu_cores is None for c in shared_machine_configs(caches, pin_cores=False).values())
     assert not any(c.channels_last for c in configs.values())
-    assert all(c.channels_last for c in shared_machine_configs(caches, channels_last=True).values())
+    trained = shared_machine_configs(caches, training={"channels_last": True, "cpu_bfloat16": True}).values()
+    assert all(c.channels_last and c.cpu_bfloat16 for c in trained)
     monkeypatch.setattr(shared_machine, "available_cores", lambda: list(range(6)))
     assert {(c.num_threads, c.cpu_cores) for c in shared_machine_configs(caches).values()} == {(2, None)}
     assert case_count(tmp_path / "no-cache") == 1  # unreadable: counted as one case, never a crash

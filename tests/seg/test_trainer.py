@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -156,6 +158,24 @@ def test_training_never_writes_into_the_cached_volumes(cases):
     before = [item["image"].clone() for item in dataset._cache]
     trainer.train_epochs(2)
     assert all(torch.equal(old, item["image"]) for old, item in zip(before, dataset._cache, strict=True))
+
+
+def test_cpu_bfloat16_convolves_in_bfloat16_while_training_only_and_keeps_float32_weights(cases):
+    """Training runs the network under bfloat16 autocast; the loss, the weights it updates and hands out, and
+    validation stay float32, and a step still learns."""
+    train, val = cases
+    trainer = SegTrainer(train[:2], val, TINY_PROFILE, num_threads=1, cpu_bfloat16=True)
+    image = torch.rand(1, 1, *TINY_PROFILE.roi_size)
+    with torch.no_grad(), trainer._autocast(training=True):
+        assert trainer.model(image).dtype == torch.bfloat16
+    with torch.no_grad(), trainer._autocast():
+        assert trainer.model(image).dtype == torch.float32
+    before = {name: value.clone() for name, value in trainer.get_weights().items()}
+    loss = trainer.train_epochs(1)["loss"]
+    weights = trainer.get_weights()
+    assert math.isfinite(loss) and all(value.dtype == before[name].dtype for name, value in weights.items())
+    assert any(not torch.equal(weights[name], before[name]) for name in before)
+    assert trainer.predict(image).dtype == torch.float32
 
 
 def test_channels_last_computes_the_same_up_to_rounding_and_hands_out_contiguous_weights(cases):

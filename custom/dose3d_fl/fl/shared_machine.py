@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from dose3d_fl.data.manifest import Manifest
 from dose3d_fl.fl.site.config import SiteConfig
@@ -62,14 +63,14 @@ def balance_sites(loads: Mapping[str, int], cores: list[int]) -> dict[str, list[
 
 
 def shared_machine_configs(
-    caches: Mapping[str, Path], pin_cores: bool = True, channels_last: bool = False
+    caches: Mapping[str, Path], pin_cores: bool = True, training: Mapping[str, Any] | None = None
 ) -> dict[str, SiteConfig]:
     """The configuration of each site of this machine (see the module docstring).
 
     Args:
         caches: site name -> its ingest cache.
         pin_cores: pin the sites to cores when they outnumber them; False leaves them to the operating system.
-        channels_last: the sites train in torch's ``channels_last_3d`` memory format (``SiteConfig``).
+        training: ``SiteConfig`` training options every site gets, e.g. ``{"channels_last": True}``.
     """
     cores = available_cores()
     pinned = (
@@ -83,7 +84,7 @@ def shared_machine_configs(
             cache_dir=str(Path(cache).resolve()),
             num_threads=threads,
             cpu_cores=pinned.get(site),
-            channels_last=channels_last,
+            **(training or {}),
         )
         for site, cache in caches.items()
     }

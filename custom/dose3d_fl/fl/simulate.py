@@ -12,9 +12,10 @@ import dataclasses
 import json
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from nvflare.app_opt.pt.recipes.fedavg import FedAvgRecipe
 from nvflare.recipe import SimEnv
@@ -60,6 +61,8 @@ class SimulationConfig:
         channels_last: the sites train in torch's ``channels_last_3d`` memory format (``SiteConfig``; no
             gain measured with three sites on two cores, ``benchmarks/sim_core_pinning.py --compare
             channels-last``).
+        cpu_bfloat16: the sites train under bfloat16 autocast on the CPU (``SiteConfig``;
+            ``benchmarks/sim_core_pinning.py --compare bfloat16``).
 
     Raises:
         ValueError: ``min_clients`` is not between 1 and ``sites``.
@@ -74,6 +77,12 @@ class SimulationConfig:
     min_clients: int | None = None
     pin_cores: bool = True
     channels_last: bool = False
+    cpu_bfloat16: bool = False
+
+    @property
+    def site_training(self) -> dict[str, bool]:
+        """The ``SiteConfig`` training options of every simulated site."""
+        return {"channels_last": self.channels_last, "cpu_bfloat16": self.cpu_bfloat16}
 
     def __post_init__(self) -> None:
         if self.min_clients is not None and not 1 <= self.min_clients <= self.sites:
@@ -96,13 +105,13 @@ def add_site_policy(recipe: FedAvgRecipe, dp: DPConfig | None = None, keep_paylo
 
 
 def write_site_configs(
-    workspace: Path, caches: list[Path], pin_cores: bool = True, channels_last: bool = False
+    workspace: Path, caches: list[Path], pin_cores: bool = True, training: Mapping[str, Any] | None = None
 ) -> Path:
     """One configuration per simulated site, ``WS/site_config/<site>.json``; the sites share this machine's
     cores (:func:`~dose3d_fl.fl.shared_machine.shared_machine_configs`: threads, and a core each when they
-    outnumber the cores unless ``pin_cores`` is False), in the memory format ``channels_last`` says."""
+    outnumber the cores unless ``pin_cores`` is False), with the ``SiteConfig`` options of ``training``."""
     folder = workspace / "site_config"
-    configs = shared_machine_configs({cache.name: cache for cache in caches}, pin_cores, channels_last)
+    configs = shared_machine_configs({cache.name: cache for cache in caches}, pin_cores, training)
     for site, config in configs.items():
         config.save(folder / f"{site}.json")
     return folder
@@ -141,7 +150,7 @@ def simulate_seg(config: SimulationConfig, customize: Callable[[FedAvgRecipe], N
     """
     workspace = Path(config.workspace).resolve()
     caches = prepare_site_data(workspace, config.sites, config.seed, organs=config.job.seg_profile.organs)
-    site_configs = write_site_configs(workspace, caches, config.pin_cores, config.channels_last)
+    site_configs = write_site_configs(workspace, caches, config.pin_cores, config.site_training)
     job = SegJobConfig(**{**config.job.__dict__, "min_clients": config.min_clients or config.sites})
     recipe = build_seg_recipe(dataclasses.replace(job, quantization=""))
     add_site_policy(recipe, dp=config.dp, keep_payloads=config.keep_payloads)

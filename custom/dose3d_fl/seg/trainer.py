@@ -81,6 +81,11 @@ class SegTrainer:
             (``benchmarks/sim_core_pinning.py --compare channels-last``). The same computation up to
             floating-point rounding: the convolutions sum in another order, so a training run's figures
             differ from contiguous training's. Not measured on CUDA.
+        cpu_bfloat16: on the CPU, train under ``torch.autocast("cpu", dtype=torch.bfloat16)``: the
+            convolutions in bfloat16; the weights, the optimiser, the loss and BatchNorm's running
+            statistics stay in float32. Validation and inference stay in float32. Faster where the cores have
+            bfloat16 units (``benchmarks/cpu_bfloat16.py``); what it does to a trained model's Dice is not
+            measured. Ignored on CUDA (``profile.amp`` applies there).
 
     Raises:
         ValueError: a case without an ``image`` or ``label`` entry, or with a labelled row of another length
@@ -100,6 +105,7 @@ class SegTrainer:
         extra_augmentation: Sequence[Callable[[Any], Any]] = (),
         tolerance_mm: float = DEFAULT_TOLERANCE_MM,
         channels_last: bool = False,
+        cpu_bfloat16: bool = False,
     ) -> None:
         self.profile = profile or get_profile()
         self.organs = self.profile.organs
@@ -111,6 +117,7 @@ class SegTrainer:
             torch.set_num_threads(num_threads)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.use_amp = self.profile.amp and self.device.type == "cuda"
+        self.cpu_bfloat16 = cpu_bfloat16 and self.device.type == "cpu"
         self.num_workers = (
             num_workers if num_workers is not None else (2 if self.device.type == "cuda" else 0)
         )
@@ -178,7 +185,9 @@ class SegTrainer:
             self._val_dataset = self._cache(self.val_cases, eval_transforms(self.profile))
         return self._val_dataset
 
-    def _autocast(self) -> torch.autocast:
+    def _autocast(self, training: bool = False) -> torch.autocast:
+        if training and self.cpu_bfloat16:
+            return torch.autocast(device_type="cpu", dtype=torch.bfloat16)
         return torch.autocast(device_type=self.device.type, enabled=self.use_amp)
 
     # -- training and validation ----------------------------------------------------------------------------
@@ -286,8 +295,11 @@ class SegTrainer:
         if labelled is not None:
             labelled = torch.as_tensor(labelled, dtype=torch.bool, device=self.device)
         self.optimizer.zero_grad(set_to_none=True)
-        with self._autocast():
-            loss = self.loss_fn(self.model(image), label, labelled)
+        with self._autocast(training=True):
+            logits = self.model(image)
+            if self.cpu_bfloat16:  # the loss in float32: bfloat16 keeps 8 bits of the logits' mantissa
+                logits = logits.float()
+            loss = self.loss_fn(logits, label, labelled)
         total = loss if regularizer is None else loss + regularizer(self.model)
         if self.scaler is not None:
             self.scaler.scale(total).backward()

@@ -67,3 +67,16 @@ def test_the_site_config_chooses_the_training_memory_format(
     assert trainer.memory_format == expected
     first_conv = next(m.weight for m in trainer.model.modules() if isinstance(m, torch.nn.Conv3d))
     assert first_conv.is_contiguous(memory_format=expected)
+
+
+@pytest.mark.parametrize("cpu_bfloat16", [False, True])
+def test_the_site_config_chooses_bfloat16_training(
+    cpu_bfloat16: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = write_cache(tmp_path / "site-9", 2, seed=7)
+    config = SiteConfig(cache_dir=str(cache), device="cpu", cpu_bfloat16=cpu_bfloat16)
+    monkeypatch.setenv(SITE_CONFIG_ENV, str(config.save(tmp_path / "local" / "dose3d_site.json")))
+
+    trainer = build_site_trainer(load_site_config("site-9"), get_profile("cpu-small"))
+
+    assert trainer.cpu_bfloat16 is cpu_bfloat16

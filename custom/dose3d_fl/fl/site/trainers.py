@@ -62,6 +62,7 @@ def build_site_trainer(config: SiteConfig, profile: SegProfile, site_name: str =
         device=config.torch_device,
         num_threads=config.num_threads,
         channels_last=config.channels_last,
+        cpu_bfloat16=config.cpu_bfloat16,
     )
 
 

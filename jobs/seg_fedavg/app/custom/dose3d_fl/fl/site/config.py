@@ -46,6 +46,9 @@ class SiteConfig:
             about 0.83x the time for one trainer on one CPU thread (docs/performance.md), the same
             computation up to floating-point rounding. ``dose3d fl simulate --channels-last`` sets it for the
             simulated sites.
+        cpu_bfloat16: train under bfloat16 autocast on the CPU (``SegTrainer``): faster where the cores have
+            bfloat16 units (docs/performance.md); what it does to the trained model's Dice is not measured.
+            ``dose3d fl simulate --cpu-bfloat16`` sets it for the simulated sites.
     """
 
     cache_dir: str
@@ -55,6 +58,7 @@ class SiteConfig:
     synthetic_ratio: float = 1.0
     cpu_cores: list[int] | None = None
     channels_last: bool = False
+    cpu_bfloat16: bool = False
 
     def cpu_cores_problem(self) -> str | None:
         """Why ``cpu_cores`` cannot pin training on this machine, as the rest of a sentence that begins
