@@ -20,6 +20,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -31,6 +32,41 @@ from dose3d_fl.synth.demo_sites import DEMO_ORGANS
 
 RESULTS = Path(__file__).parent / "results" / "memory_format.json"
 CHANNELS_LAST = torch.channels_last_3d
+
+
+def interleaved_epoch_seconds(trainers: dict[str, SegTrainer], epochs: int) -> dict[str, list[float]]:
+    """Each trainer's epoch times: one warm-up epoch each, then ``epochs`` rounds of one epoch per trainer in
+    turn (A, B, A, B, ...), so that load on the machine hits them alike."""
+    for trainer in trainers.values():
+        trainer.train_epochs(1)
+    seconds: dict[str, list[float]] = {name: [] for name in trainers}
+    for _ in range(epochs):
+        for name, trainer in trainers.items():
+            start = time.perf_counter()
+            trainer.train_epochs(1)
+            seconds[name].append(round(time.perf_counter() - start, 3))
+    return seconds
+
+
+def speed_record(
+    script: str,
+    argv: list[str] | None,
+    cache: Path,
+    training_cases: int,
+    load: tuple[float, float, float],
+    seconds: dict[str, list[float]],
+) -> dict[str, Any]:
+    """The fields every trainer-speed result shares: command, machine, cache, the epoch times and their means."""
+    return {
+        "command": " ".join([f"python benchmarks/{script}", *(argv if argv is not None else sys.argv[1:])]),
+        "machine": machine(),
+        "cache": str(cache),
+        "training_cases": training_cases,
+        "threads": 1,
+        "load_average_at_start": [round(v, 2) for v in load],
+        "epoch_seconds": seconds,
+        "mean_epoch_seconds": {name: round(statistics.fmean(v), 3) for name, v in seconds.items()},
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,14 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     plain = SegTrainer(site.train, site.val, profile, num_threads=1, show_progress=False)
     fast = SegTrainer(site.train, site.val, profile, num_threads=1, show_progress=False, channels_last=True)
     load = os.getloadavg()
-    plain.train_epochs(1)
-    fast.train_epochs(1)
-    seconds: dict[str, list[float]] = {"contiguous": [], "channels_last_3d": []}
-    for _ in range(args.epochs):
-        for name, trainer in (("contiguous", plain), ("channels_last_3d", fast)):
-            start = time.perf_counter()
-            trainer.train_epochs(1)
-            seconds[name].append(round(time.perf_counter() - start, 3))
+    seconds = interleaved_epoch_seconds({"contiguous": plain, "channels_last_3d": fast}, args.epochs)
     # Same weights in both formats: logits and one step's gradients.
     a = copy.deepcopy(plain.model).eval()
     b = copy.deepcopy(plain.model).to(memory_format=CHANNELS_LAST).eval()
@@ -69,18 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         float((p.grad - q.grad).abs().max()) for p, q in zip(a.parameters(), b.parameters(), strict=True)
     )
     largest = max(float(p.grad.abs().max()) for p in a.parameters())
-    means = {name: statistics.fmean(values) for name, values in seconds.items()}
-    result = {
-        "command": " ".join(
-            ["python benchmarks/memory_format.py", *(argv if argv is not None else sys.argv[1:])]
-        ),
-        "machine": machine(),
-        "cache": str(args.cache),
-        "training_cases": len(site.train),
-        "threads": 1,
-        "load_average_at_start": [round(v, 2) for v in load],
-        "epoch_seconds": seconds,
-        "mean_epoch_seconds": {k: round(v, 3) for k, v in means.items()},
+    result = speed_record("memory_format.py", argv, args.cache, len(site.train), load, seconds)
+    means = result["mean_epoch_seconds"]
+    result |= {
         "channels_last_over_contiguous": round(means["channels_last_3d"] / means["contiguous"], 3),
         "max_abs_logit_difference_same_weights": logits,
         "max_abs_gradient_difference_one_step": gradient,

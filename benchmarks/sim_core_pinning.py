@@ -11,27 +11,30 @@ against the contiguous one (``dose3d fl simulate --channels-last``). Here the mo
 digits (the convolutions sum in another order); ``same_model`` says whether they are identical, and the
 figures of both are kept.
 
+``--compare bfloat16``: the sites (pinned) training under bfloat16 autocast on the CPU against float32
+(``dose3d fl simulate --cpu-bfloat16``). The models differ (the convolutions round to bfloat16); the figures
+of both are kept, a few rounds of one seed: not a measure of what bfloat16 does to the trained model.
+
 Each pair runs the demo's job (its organs, SiloBN, 8 local epochs) for a few rounds on the demo's synthetic
 sites both ways, alternating which goes first, and records the wall time of each run and its round times
 (the server's ``round_times.jsonl``).
 
-Usage: ``python benchmarks/sim_core_pinning.py [--compare pinning|channels-last] [--rounds 4] [--repeats 2]
-[--work runs/bench-pinning]``; writes ``benchmarks/results/sim_core_pinning.json`` or
-``sim_channels_last.json`` (``--out``). Run it on an otherwise idle machine.
+Usage: ``python benchmarks/sim_core_pinning.py [--compare pinning|channels-last|bfloat16] [--rounds 4]
+[--repeats 2] [--work runs/bench-pinning]``; writes ``benchmarks/results/sim_core_pinning.json``,
+``sim_channels_last.json`` or ``sim_cpu_bfloat16.json`` (``--out``). Run it on an otherwise idle machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import statistics
 import time
 from pathlib import Path
 from typing import Any
 
+from dose3d_fl.bench.runner import machine
 from dose3d_fl.fl.seg_job import SegJobConfig
 from dose3d_fl.fl.shared_machine import available_cores
 from dose3d_fl.fl.simulate import SimulationConfig, simulate_seg
@@ -47,6 +50,10 @@ COMPARISONS = {
     "channels-last": (
         "sim_channels_last.json",
         (("contiguous", {"channels_last": False}), ("channels_last", {"channels_last": True})),
+    ),
+    "bfloat16": (
+        "sim_cpu_bfloat16.json",
+        (("float32", {"cpu_bfloat16": False}), ("bfloat16", {"cpu_bfloat16": True})),
     ),
 }
 # The parts of summary.json that describe the trained model (not the time it took).
@@ -98,11 +105,7 @@ def main() -> None:
     result = {
         "command": f"python benchmarks/sim_core_pinning.py --compare {args.compare} "
         f"--rounds {args.rounds} --repeats {args.repeats} --work {args.work}",
-        "machine": {
-            "cores": len(available_cores()),
-            "cpu_count": os.cpu_count(),
-            "python": platform.python_version(),
-        },
+        "machine": {**machine(), "cores": len(available_cores())},
         "job": {
             "sites": 3,
             "rounds": args.rounds,

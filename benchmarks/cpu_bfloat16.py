@@ -1,0 +1,85 @@
+"""Training speed of the CPU UNet under bfloat16 autocast on the CPU (``SegTrainer(cpu_bfloat16=True)``), against
+float32: a lever for the CPU hosts whose cores have bfloat16 units (AVX512_BF16, AMX).
+
+Under ``torch.autocast("cpu", dtype=torch.bfloat16)`` the convolutions run in bfloat16; the weights, Adam, the
+loss and BatchNorm's running statistics stay in float32. The same trainer on the same site cache,
+one in each precision, epochs interleaved (A, B, A, B, ...) so that load on the machine hits both alike; one
+torch thread each, as a simulated site of ``make demo`` has. Also records how far bfloat16 moves the numbers:
+the logits of the same weights and one step's gradients. What it does to the trained model's Dice is not
+measured here.
+
+Usage: ``PYTHONPATH=custom .venv/bin/python benchmarks/cpu_bfloat16.py [CACHE] [--epochs 4]`` (default
+``runs/demo/data/cache/site-1`` after ``make demo``); writes ``benchmarks/results/cpu_bfloat16.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+from pathlib import Path
+
+import torch
+from memory_format import interleaved_epoch_seconds, speed_record
+
+from dose3d_fl.data.cases import load_site_cases
+from dose3d_fl.seg.profiles import get_profile
+from dose3d_fl.seg.trainer import SegTrainer
+from dose3d_fl.synth.demo_sites import DEMO_ORGANS
+
+RESULTS = Path(__file__).parent / "results" / "cpu_bfloat16.json"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("cache", nargs="?", type=Path, default=Path("runs/demo/data/cache/site-1"))
+    parser.add_argument(
+        "--epochs", type=int, default=4, help="timed epochs per precision (after one warm-up)"
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    organs = list(DEMO_ORGANS)
+    site = load_site_cases([args.cache], organs=organs)[0]
+    profile = get_profile(organs=organs)
+    plain = SegTrainer(site.train, site.val, profile, num_threads=1, show_progress=False)
+    half = SegTrainer(site.train, site.val, profile, num_threads=1, show_progress=False, cpu_bfloat16=True)
+    load = os.getloadavg()
+    seconds = interleaved_epoch_seconds({"float32": plain, "bfloat16_autocast": half}, args.epochs)
+    # Same weights in both precisions: logits and one step's gradients.
+    model = copy.deepcopy(plain.model).eval()
+    x = torch.rand(1, 1, *profile.roi_size)
+    with torch.no_grad():
+        exact = model(x)
+        with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+            rounded = model(x).float()
+    logits = float((exact - rounded).abs().max())
+    y = torch.randint(0, len(organs) + 1, (1, 1, *profile.roi_size)).float()
+    model.train()
+    gradients = []
+    for enabled in (False, True):
+        model.zero_grad()
+        with torch.autocast(device_type="cpu", dtype=torch.bfloat16, enabled=enabled):
+            plain.loss_fn(model(x), y).backward()
+        gradients.append([p.grad.detach().clone() for p in model.parameters()])
+    gradient = max(float((p - q).abs().max()) for p, q in zip(*gradients, strict=True))
+    largest = max(float(p.abs().max()) for p in gradients[0])
+    result = speed_record("cpu_bfloat16.py", argv, args.cache, len(site.train), load, seconds)
+    means = result["mean_epoch_seconds"]
+    result |= {
+        "bfloat16_over_float32": round(means["bfloat16_autocast"] / means["float32"], 3),
+        "max_abs_logit_difference_same_weights": logits,
+        "max_abs_logit": float(exact.abs().max()),
+        "max_abs_gradient_difference_one_step": gradient,
+        "max_abs_gradient": largest,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
