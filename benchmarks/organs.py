@@ -91,6 +91,13 @@ def job_settings(fl_workspace: Path) -> dict[str, object]:
     }
 
 
+def site_training(fl_workspace: Path) -> dict[str, bool]:
+    """How the simulated sites trained (their ``WS/site_config/*.json``): the ``SiteConfig`` options that change
+    the arithmetic (``channels_last``, ``cpu_bfloat16``), each true where any site had it on."""
+    configs = [SiteConfig.load(path) for path in sorted((fl_workspace / "site_config").glob("*.json"))]
+    return {key: any(getattr(c, key) for c in configs) for key in ("channels_last", "cpu_bfloat16")}
+
+
 def score(
     weights: dict[str, torch.Tensor], sites: list[SiteCases], profile: SegProfile, threads: int
 ) -> dict:
@@ -308,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
             "silobn": args.silobn,
             "local_lr_scale": settings.get("local_lr_scale"),  # as the job's own configuration says
             "train_seed": saved["profile"].get("seed"),  # the job's seed, as its model file's profile says
+            "site_training": site_training(fl_workspace),
         },
         "central_train_seed": profile.seed,
         # Under FedBN each scanner's held-out patients are segmented by that site's own model.
