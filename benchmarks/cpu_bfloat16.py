@@ -14,38 +14,25 @@ Usage: ``PYTHONPATH=custom .venv/bin/python benchmarks/cpu_bfloat16.py [CACHE] [
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
 import os
 from pathlib import Path
 
 import torch
-from memory_format import interleaved_epoch_seconds, speed_record
-
-from dose3d_fl.data.cases import load_site_cases
-from dose3d_fl.seg.profiles import get_profile
-from dose3d_fl.seg.trainer import SegTrainer
-from dose3d_fl.synth.demo_sites import DEMO_ORGANS
+from memory_format import (
+    interleaved_epoch_seconds,
+    speed_arguments,
+    speed_record,
+    trainer_pair,
+    write_result,
+)
 
 RESULTS = Path(__file__).parent / "results" / "cpu_bfloat16.json"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("cache", nargs="?", type=Path, default=Path("runs/demo/data/cache/site-1"))
-    parser.add_argument(
-        "--epochs", type=int, default=4, help="timed epochs per precision (after one warm-up)"
-    )
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args(argv)
-    organs = list(DEMO_ORGANS)
-    site = load_site_cases([args.cache], organs=organs)[0]
-    profile = get_profile(organs=organs)
-    plain = SegTrainer(site.train, site.val, profile, num_threads=1, show_progress=False)
-    half = SegTrainer(site.train, site.val, profile, num_threads=1, show_progress=False, cpu_bfloat16=True)
+    args = speed_arguments(__doc__, RESULTS, "precision", argv)
+    site, profile, plain, half = trainer_pair(args.cache, cpu_bfloat16=True)
     load = os.getloadavg()
     seconds = interleaved_epoch_seconds({"float32": plain, "bfloat16_autocast": half}, args.epochs)
     # Same weights in both precisions: logits and one step's gradients.
@@ -56,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
             rounded = model(x).float()
     logits = float((exact - rounded).abs().max())
-    y = torch.randint(0, len(organs) + 1, (1, 1, *profile.roi_size)).float()
+    y = torch.randint(0, len(profile.organs) + 1, (1, 1, *profile.roi_size)).float()
     model.train()
     gradients = []
     for enabled in (False, True):
@@ -75,9 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         "max_abs_gradient_difference_one_step": gradient,
         "max_abs_gradient": largest,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=1))
+    write_result(result, args.out)
     return 0
 
 

@@ -25,13 +25,33 @@ from typing import Any
 import torch
 
 from dose3d_fl.bench.runner import machine
-from dose3d_fl.data.cases import load_site_cases
-from dose3d_fl.seg.profiles import get_profile
+from dose3d_fl.data.cases import SiteCases, load_site_cases
+from dose3d_fl.seg.profiles import SegProfile, get_profile
 from dose3d_fl.seg.trainer import SegTrainer
 from dose3d_fl.synth.demo_sites import DEMO_ORGANS
 
 RESULTS = Path(__file__).parent / "results" / "memory_format.json"
 CHANNELS_LAST = torch.channels_last_3d
+
+
+def speed_arguments(doc: str, results: Path, what: str, argv: list[str] | None) -> argparse.Namespace:
+    """The command line of a trainer-speed script: a site cache, the timed epochs per ``what``, ``--out``."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("cache", nargs="?", type=Path, default=Path("runs/demo/data/cache/site-1"))
+    parser.add_argument("--epochs", type=int, default=4, help=f"timed epochs per {what} (after one warm-up)")
+    parser.add_argument("--out", type=Path, default=results)
+    return parser.parse_args(argv)
+
+
+def trainer_pair(cache: Path, **option: bool) -> tuple[SiteCases, SegProfile, SegTrainer, SegTrainer]:
+    """The demo's organs on one site cache: a default trainer and one with ``option`` (a ``SegTrainer``
+    switch), one torch thread each."""
+    organs = list(DEMO_ORGANS)
+    site = load_site_cases([cache], organs=organs)[0]
+    profile = get_profile(organs=organs)
+    plain = SegTrainer(site.train, site.val, profile, num_threads=1, show_progress=False)
+    other = SegTrainer(site.train, site.val, profile, num_threads=1, show_progress=False, **option)
+    return site, profile, plain, other
 
 
 def interleaved_epoch_seconds(trainers: dict[str, SegTrainer], epochs: int) -> dict[str, list[float]]:
@@ -69,19 +89,16 @@ def speed_record(
     }
 
 
+def write_result(result: dict[str, Any], out: Path) -> None:
+    """Write ``result`` as JSON to ``out`` and print it without the machine record."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=1))
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("cache", nargs="?", type=Path, default=Path("runs/demo/data/cache/site-1"))
-    parser.add_argument("--epochs", type=int, default=4, help="timed epochs per format (after one warm-up)")
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args(argv)
-    organs = list(DEMO_ORGANS)
-    site = load_site_cases([args.cache], organs=organs)[0]
-    profile = get_profile(organs=organs)
-    plain = SegTrainer(site.train, site.val, profile, num_threads=1, show_progress=False)
-    fast = SegTrainer(site.train, site.val, profile, num_threads=1, show_progress=False, channels_last=True)
+    args = speed_arguments(__doc__, RESULTS, "format", argv)
+    site, profile, plain, fast = trainer_pair(args.cache, channels_last=True)
     load = os.getloadavg()
     seconds = interleaved_epoch_seconds({"contiguous": plain, "channels_last_3d": fast}, args.epochs)
     # Same weights in both formats: logits and one step's gradients.
@@ -91,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     with torch.no_grad():
         logits = float((a(x) - b(x.contiguous(memory_format=CHANNELS_LAST))).abs().max())
     a.train(), b.train()
-    y = torch.randint(0, len(organs) + 1, (1, 1, *profile.roi_size)).float()
+    y = torch.randint(0, len(profile.organs) + 1, (1, 1, *profile.roi_size)).float()
     plain.loss_fn(a(x), y).backward()
     plain.loss_fn(b(x.contiguous(memory_format=CHANNELS_LAST)), y).backward()
     gradient = max(
@@ -106,9 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         "max_abs_gradient_difference_one_step": gradient,
         "max_abs_gradient": largest,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=1))
+    write_result(result, args.out)
     return 0
 
 
