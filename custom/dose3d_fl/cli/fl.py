@@ -452,7 +452,7 @@ def _add_simulate_parser(fl: argparse._SubParsersAction[argparse.ArgumentParser]
         "--cpu-bfloat16",
         action="store_true",
         help="the sites train under bfloat16 autocast on the CPU (faster where the cores have bfloat16 units; "
-        "its effect on Dice is not measured), docs/performance.md",
+        "the pancreas scored lower on held-out patients), docs/performance.md",
     )
     simulate.add_argument(
         "--resume",

@@ -84,8 +84,9 @@ class SegTrainer:
         cpu_bfloat16: on the CPU, train under ``torch.autocast("cpu", dtype=torch.bfloat16)``: the
             convolutions in bfloat16; the weights, the optimiser, the loss and BatchNorm's running
             statistics stay in float32. Validation and inference stay in float32. Faster where the cores have
-            bfloat16 units (``benchmarks/cpu_bfloat16.py``); what it does to a trained model's Dice is not
-            measured. Ignored on CUDA (``profile.amp`` applies there).
+            bfloat16 units (``benchmarks/cpu_bfloat16.py``). On held-out patients (3 seeds) six organs score
+            as in float32 and the pancreas lower, within its seed spread (docs/performance.md): not adopted
+            by default. Ignored on CUDA (``profile.amp`` applies there).
 
     Raises:
         ValueError: a case without an ``image`` or ``label`` entry, or with a labelled row of another length
