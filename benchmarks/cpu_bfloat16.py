@@ -35,21 +35,23 @@ def main(argv: list[str] | None = None) -> int:
     site, profile, plain, half = trainer_pair(args.cache, cpu_bfloat16=True)
     load = os.getloadavg()
     seconds = interleaved_epoch_seconds({"float32": plain, "bfloat16_autocast": half}, args.epochs)
-    # Same weights in both precisions: logits and one step's gradients.
+    # Same weights in both precisions, each under its trainer's own training autocast, the logits cast to
+    # float32 for the loss as SegTrainer does: logits and one step's gradients.
     model = copy.deepcopy(plain.model).eval()
     x = torch.rand(1, 1, *profile.roi_size)
     with torch.no_grad():
-        exact = model(x)
-        with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        with plain._autocast(training=True):
+            exact = model(x).float()
+        with half._autocast(training=True):
             rounded = model(x).float()
     logits = float((exact - rounded).abs().max())
     y = torch.randint(0, len(profile.organs) + 1, (1, 1, *profile.roi_size)).float()
     model.train()
     gradients = []
-    for enabled in (False, True):
+    for trainer in (plain, half):
         model.zero_grad()
-        with torch.autocast(device_type="cpu", dtype=torch.bfloat16, enabled=enabled):
-            plain.loss_fn(model(x), y).backward()
+        with trainer._autocast(training=True):
+            plain.loss_fn(model(x).float(), y).backward()
         gradients.append([p.grad.detach().clone() for p in model.parameters()])
     gradient = max(float((p - q).abs().max()) for p, q in zip(*gradients, strict=True))
     largest = max(float(p.abs().max()) for p in gradients[0])
